@@ -1,0 +1,1 @@
+"""Corpora in, records and pairs out: readers, pair mining, shards."""

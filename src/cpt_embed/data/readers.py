@@ -1,0 +1,146 @@
+"""Reading texts (with ids) from .txt, .jsonl and .parquet files, gzipped or not, or stdin."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from cpt_embed.errors import InputError
+
+TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+@dataclass
+class Texts:
+    """Texts in file order with one id each (given by the file, else the line or row number)."""
+
+    ids: list[str]
+    texts: list[str]
+
+
+def _format_of(path: Path) -> tuple[str, bool]:
+    suffixes = [s.lower() for s in path.suffixes]
+    gz = bool(suffixes) and suffixes[-1] == ".gz"
+    if gz:
+        suffixes = suffixes[:-1]
+    kind = suffixes[-1] if suffixes else ""
+    if kind not in TEXT_SUFFIXES:
+        raise InputError(
+            f"{path}: unknown input format {''.join(path.suffixes) or '(no suffix)'}; "
+            "use .txt (one text a line), .jsonl or .parquet (optionally .gz)"
+        )
+    if gz and kind == ".parquet":
+        raise InputError(f"{path}: parquet is compressed inside; pass the .parquet file itself")
+    return kind, gz
+
+
+def _open_binary(path: Path, gz: bool) -> IO[bytes]:
+    return gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+
+
+def _lines(handle: IO[bytes], name: str):
+    """(line number, text) of each line, decoded as UTF-8 one line at a time so that an
+    error can name the line."""
+    number = 0
+    try:
+        for number, raw in enumerate(handle, start=1):  # noqa: B007
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise InputError(
+                    f"{name}: line {number} is not UTF-8 ({err.reason}); "
+                    "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+                ) from None
+    except (OSError, EOFError) as err:
+        raise InputError(f"{name}: cannot read past line {number} ({err})") from None
+
+
+def _jsonl(lines, name: str, field: str, id_field: str | None) -> Texts:
+    ids, texts = [], []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{name}: line {number} is not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{name}: line {number} is not a JSON object")
+        if field not in record:
+            raise InputError(
+                f"{name}: line {number} has no field {field!r} (fields: "
+                f"{', '.join(sorted(record)) or 'none'}); pass --field NAME"
+            )
+        value = record[field]
+        if not isinstance(value, str):
+            raise InputError(
+                f"{name}: line {number} field {field!r} is {type(value).__name__}, not a string"
+            )
+        texts.append(value)
+        ids.append(_record_id(record, id_field, name, number, len(texts)))
+    return Texts(ids, texts)
+
+
+def _record_id(record: dict, id_field: str | None, name: str, where: int, row: int) -> str:
+    if id_field is not None:
+        if id_field not in record:
+            raise InputError(f"{name}: record {where} has no id field {id_field!r}")
+        return str(record[id_field])
+    for key in ("id", "_id"):
+        if key in record:
+            return str(record[key])
+    return str(row - 1)
+
+
+def _parquet(path: Path, field: str, id_field: str | None) -> Texts:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    columns = table.column_names
+    if field not in columns:
+        raise InputError(
+            f"{path}: no column {field!r} (columns: {', '.join(columns)}); pass --field NAME"
+        )
+    texts = table.column(field).to_pylist()
+    for row, value in enumerate(texts):
+        if not isinstance(value, str):
+            raise InputError(f"{path}: row {row} of {field!r} is {type(value).__name__}, not text")
+    id_column = id_field or next((c for c in ("id", "_id") if c in columns), None)
+    if id_field and id_field not in columns:
+        raise InputError(f"{path}: no id column {id_field!r} (columns: {', '.join(columns)})")
+    ids = (
+        [str(v) for v in table.column(id_column).to_pylist()]
+        if id_column
+        else [str(i) for i in range(len(texts))]
+    )
+    return Texts(ids, texts)
+
+
+def read_texts(source: str | Path, field: str = "text", id_field: str | None = None) -> Texts:
+    """Texts of a file: .txt one text a line (blank lines kept, ids are line numbers),
+    .jsonl one JSON object a line (`field` holds the text), .parquet (`field` column);
+    `-` reads lines from stdin. Ids come from `id_field`, else an `id`/`_id` field."""
+    if str(source) == "-":
+        lines = list(_lines(sys.stdin.buffer, "<stdin>"))
+        return Texts([str(n) for n, _ in lines], [text for _, text in lines])
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    kind, gz = _format_of(path)
+    if kind == ".parquet":
+        return _parquet(path, field, id_field)
+    try:
+        with _open_binary(path, gz) as handle:
+            if kind == ".jsonl":
+                return _jsonl(_lines(handle, str(path)), str(path), field, id_field)
+            lines = list(_lines(handle, str(path)))
+    except PermissionError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    return Texts([str(n) for n, _ in lines], [text for _, text in lines])

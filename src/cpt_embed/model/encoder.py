@@ -1,0 +1,286 @@
+"""The Encoder: a pretrained backbone, per-side delimiters, pooling and normalisation."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cpt_embed.atomic import atomic_dir
+from cpt_embed.model.config import (
+    CONFIG_NAME,
+    NO_DELIMITERS,
+    PAPER_DELIMITERS,
+    EncoderConfig,
+    Side,
+)
+from cpt_embed.model.pooling import pool
+from cpt_embed.model.resolve import DEFAULT_MODEL, DEFAULT_MODEL_ID, resolve_model
+from cpt_embed.model.st_format import (
+    is_sentence_transformers_folder,
+    read_sentence_transformers,
+    sentence_transformers_problem,
+    write_sentence_transformers,
+)
+from cpt_embed.model.tokenize import DelimitedTokenizer
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+_DEFAULT_MAX_LENGTH = 512
+
+
+def to_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """torch dtype from a name such as `bf16`; None means float32."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(_DTYPES)}") from None
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_causal_lm(backbone_config) -> bool:
+    """True for decoder-only language models (GPT, Llama, ...), which get the paper's recipe."""
+    archs = getattr(backbone_config, "architectures", None) or []
+    return bool(getattr(backbone_config, "is_decoder", False)) or any(
+        a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs
+    )
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one str; wrap it: [text]")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] is {type(text).__name__}, not str")
+    return texts
+
+
+class Encoder(nn.Module):
+    """Embeds text and code: `[SOS] x [EOS]` through a Transformer, pooled and normalised.
+
+    Load with `Encoder.load("default" | folder | hub id)`; embed with `encode`. `forward`
+    takes a batch from `tokenize` and keeps the graph, for training.
+    """
+
+    def __init__(self, backbone: nn.Module, tokenizer, config: EncoderConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.config = config
+        self._tokens = DelimitedTokenizer(tokenizer, config)
+        params = inspect.signature(backbone.forward).parameters
+        embeddings = getattr(backbone, "embeddings", None)
+        # Positions must follow the real tokens under left padding, unless the model already
+        # derives them from the input ids (RoBERTa-style embeddings have a padding_idx).
+        self._explicit_positions = (
+            config.padding_side == "left"
+            and "position_ids" in params
+            and not hasattr(embeddings, "padding_idx")
+        )
+        self._no_cache = "use_cache" in params
+
+    # ---------------------------------------------------------------- loading and saving
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        *,
+        device: str | torch.device | None = None,
+        **overrides: Any,
+    ) -> Encoder:
+        """Load an Encoder from `default`, a folder (cpt, sentence-transformers or plain
+        Hugging Face) or a hub id. `overrides` replace EncoderConfig fields, e.g. pooling.
+        """
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        folder = resolve_model(model)
+        if not folder.is_dir():
+            raise ValueError(f"model {os.fspath(model)!r}: expected a folder, got a file")
+        backbone_config = AutoConfig.from_pretrained(folder)
+        base_model = DEFAULT_MODEL_ID if os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
+        if (folder / CONFIG_NAME).is_file():
+            backbone_dir, config = folder, EncoderConfig.load(folder)
+        elif is_sentence_transformers_folder(folder):
+            backbone_dir, config = read_sentence_transformers(folder)
+            config.base_model = base_model
+        else:
+            backbone_dir = folder
+            causal = is_causal_lm(backbone_config)
+            config = EncoderConfig(
+                pooling="eos" if causal else "mean",
+                delimiters=dict(PAPER_DELIMITERS if causal else NO_DELIMITERS),
+                base_model=base_model,
+            )
+        if not any(backbone_dir.glob("*.safetensors")):
+            raise ValueError(
+                f"{backbone_dir}: no .safetensors weights; cpt-embed never loads pickled "
+                "weights (convert them with safetensors first)"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token  # causal LMs ship without one
+        if not (folder / CONFIG_NAME).is_file():
+            config.max_length = min(config.max_length, _model_limit(tokenizer, backbone_config))
+        for key, value in overrides.items():
+            if not hasattr(config, key):
+                raise TypeError(f"unknown Encoder setting {key!r}")
+            setattr(config, key, value)
+        config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
+        with _quiet_load_report():
+            backbone = AutoModel.from_pretrained(backbone_dir, use_safetensors=True)
+        encoder = cls(backbone, tokenizer, config)
+        return encoder.to(device or default_device()).eval()
+
+    def save(self, path: str | os.PathLike, *, sentence_transformers: bool | None = None) -> Path:
+        """Write the model folder atomically: backbone (safetensors), tokenizer, cpt_config.json.
+
+        The folder is also a sentence-transformers model when that format can express the
+        config exactly (`sentence_transformers=None`); `True` demands it, `False` skips it.
+        """
+        problem = sentence_transformers_problem(self.config)
+        if sentence_transformers and problem:
+            raise ValueError(f"cannot export as sentence-transformers: {problem}")
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            self.backbone.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            self.config.save(tmp)
+            if sentence_transformers is not False and problem is None:
+                write_sentence_transformers(tmp, self.config, self.dim)
+        return path
+
+    # ---------------------------------------------------------------- computing
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the backbone's weights."""
+        return next(self.backbone.parameters()).device
+
+    def tokenize(self, texts: Sequence[str], side: Side = "query") -> dict[str, torch.Tensor]:
+        """A padded batch for `forward`, on the model's device."""
+        sequences = self._tokens.encode(_check_texts(texts), side)
+        return self._to_device(self._tokens.pad(sequences, side))
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        device = self.device
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embeddings (batch, dim) of a batch from `tokenize`, normalised if configured."""
+        mask = batch["attention_mask"]
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": mask}
+        if "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        if self._explicit_positions:
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self._no_cache:
+            inputs["use_cache"] = False
+        hidden = self.backbone(**inputs).last_hidden_state
+        vectors = pool(hidden, mask, batch["pool_index"], batch["first_index"], self.config.pooling)
+        return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        side: Side = "query",
+        *,
+        batch_size: int = 32,
+        dtype: str | torch.dtype | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed `texts` as float32 numpy (n, dim); row i belongs to texts[i].
+
+        Queries (and symmetric tasks) use `side="query"`, documents to be searched
+        `side="document"`. Texts are sorted by length to cut padding; the result does not
+        depend on order or batch size. Empty strings embed their delimiters alone; long
+        texts are truncated to max_length, always keeping the closing delimiter.
+        """
+        texts = _check_texts(texts)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        compute = to_dtype(dtype)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        sequences = self._tokens.encode(texts, side)
+        order = sorted(range(len(texts)), key=lambda i: -len(sequences[i]))
+        device = self.device
+        autocast = (
+            torch.autocast(device.type, dtype=compute)
+            if compute != torch.float32
+            else contextlib.nullcontext()
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            with (
+                torch.inference_mode(),
+                autocast,
+                tqdm(
+                    total=len(texts), disable=not show_progress, unit="text", desc="embedding"
+                ) as bar,
+            ):
+                for start in range(0, len(order), batch_size):
+                    rows = order[start : start + batch_size]
+                    batch = self._to_device(self._tokens.pad([sequences[i] for i in rows], side))
+                    out[rows] = self(batch).float().cpu().numpy()
+                    bar.update(len(rows))
+        finally:
+            self.train(was_training)
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_load_report():
+    """Hide transformers' per-tensor loading bar and its report of the LM head left out
+    when a causal LM loads as a bare backbone: expected here, alarming to read."""
+    from transformers.utils import logging
+
+    level, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+        if bar:
+            logging.enable_progress_bar()
+
+
+def _model_limit(tokenizer, backbone_config) -> int:
+    """The longest input the model was built for, capped at 512 tokens by default."""
+    limits = [_DEFAULT_MAX_LENGTH]
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 1_000_000:
+        limits.append(int(tokenizer.model_max_length))
+    positions = getattr(backbone_config, "max_position_embeddings", None)
+    if positions:
+        limits.append(int(positions))
+    return min(limits)

@@ -1,0 +1,30 @@
+"""Pooling of token hidden states into one vector per text."""
+
+from __future__ import annotations
+
+import torch
+
+from cpt_embed.model.config import Pooling
+
+
+def pool(
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pool_index: torch.Tensor,
+    first_index: torch.Tensor,
+    mode: Pooling,
+) -> torch.Tensor:
+    """One vector per row of `hidden` (batch, tokens, dim).
+
+    `eos` reads the position `pool_index` (the closing delimiter), `cls` the first real
+    token, `mean` the average over real tokens.
+    """
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if mode == "eos":
+        return hidden[rows, pool_index.to(hidden.device)]
+    if mode == "cls":
+        return hidden[rows, first_index.to(hidden.device)]
+    if mode == "mean":
+        mask = attention_mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    raise ValueError(f"unknown pooling {mode!r}; use eos, mean or cls")

@@ -1,0 +1,134 @@
+"""Tokenization with per-side delimiters and a closing delimiter that truncation never cuts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import torch
+
+from cpt_embed.model.config import SIDES, EncoderConfig, Side
+
+_LAST_SPACE = re.compile(r"\s(?=\S*$)")
+# Characters looked at per token before a long text is tokenized in full; generous, since
+# the cut is only a speed-up and is checked (see _head_ids).
+_CHARS_PER_TOKEN = 8
+
+
+def special_template(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a single text (e.g. CLS/SEP, BOS)."""
+    probe = "a"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return list(full[:start]), list(full[start + len(bare) :])
+    raise ValueError(
+        f"cannot tell the special tokens of tokenizer {type(tokenizer).__name__}: "
+        f"{probe!r} gives {bare} alone and {full} with special tokens"
+    )
+
+
+class DelimitedTokenizer:
+    """Turns texts into `special + prefix + text + suffix + special` token ids, and pads them.
+
+    The prefix is tokenized together with the text (as sentence-transformers does with
+    prompts); the closing delimiter is tokenized on its own and appended after truncation,
+    so it is always present and always whole, and `eos` pooling reads it.
+    """
+
+    def __init__(self, tokenizer, config: EncoderConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.lead, self.trail = special_template(tokenizer)
+        self.suffix_ids = {
+            side: list(tokenizer(config.delimiters[side][1], add_special_tokens=False)["input_ids"])
+            for side in SIDES
+        }
+        for side in SIDES:
+            if self.budget(side) < 0:
+                raise ValueError(
+                    f"max_length {config.max_length} leaves no room for the text on the "
+                    f"{side} side (special tokens and delimiters take "
+                    f"{config.max_length - self.budget(side)}); raise max_length"
+                )
+        pad = tokenizer.pad_token_id
+        if pad is None:
+            pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_id = int(pad)
+        self.with_token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
+
+    def budget(self, side: Side) -> int:
+        """Tokens left for prefix + text once special tokens and the suffix are counted."""
+        fixed = len(self.lead) + len(self.trail) + len(self.suffix_ids[side])
+        return self.config.max_length - fixed
+
+    def _head_ids(self, texts: list[str], budget: int) -> list[list[int]]:
+        """Token ids of each text cut to `budget`, without tokenizing megabytes of tail.
+
+        A long text is first cut at a whitespace before `budget * 8` characters; tokenizers
+        split words at whitespace, so the cut text's first tokens equal the full text's.
+        Unless the cut text yields more than `budget` tokens, a longer piece is tried.
+        """
+        window = max(256, budget * _CHARS_PER_TOKEN)
+        pending = list(range(len(texts)))
+        ids: list[list[int]] = [[] for _ in texts]
+        while pending:
+            pieces, retry = [], []
+            for i in pending:
+                text = texts[i]
+                cut = _LAST_SPACE.search(text, 0, window) if len(text) > window else None
+                pieces.append(text[: cut.start()] if cut else text)
+            encoded = self.tokenizer(pieces, add_special_tokens=False)["input_ids"]
+            for i, piece, tokens in zip(pending, pieces, encoded, strict=True):
+                if len(piece) < len(texts[i]) and len(tokens) <= budget:
+                    retry.append(i)
+                else:
+                    ids[i] = list(tokens[:budget])
+            pending, window = retry, window * 4
+        return ids
+
+    def encode(self, texts: Sequence[str], side: Side) -> list[list[int]]:
+        """Full token id sequences (unpadded) for `texts` on `side`."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        prefix = self.config.delimiters[side][0]
+        heads = self._head_ids([prefix + t for t in texts], self.budget(side))
+        suffix = self.suffix_ids[side]
+        sequences = [self.lead + head + suffix + self.trail for head in heads]
+        for i, seq in enumerate(sequences):
+            if not seq:
+                raise ValueError(
+                    f"text {i} is empty and this model adds no special tokens or delimiters, "
+                    "so it has nothing to embed; drop empty texts or set delimiters"
+                )
+        return sequences
+
+    def pool_offset(self, side: Side) -> int:
+        """Position of the `eos` token counted back from the sequence end (1 = last token)."""
+        return len(self.trail) + 1 if self.suffix_ids[side] else 1
+
+    def pad(self, sequences: list[list[int]], side: Side) -> dict[str, torch.Tensor]:
+        """Pad to a batch; `pool_index` marks each row's `eos` token, `first_index` its first."""
+        width = max(len(s) for s in sequences)
+        n = len(sequences)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((n, width), dtype=torch.long)
+        pool_index = torch.empty(n, dtype=torch.long)
+        first_index = torch.empty(n, dtype=torch.long)
+        back = self.pool_offset(side)
+        for row, seq in enumerate(sequences):
+            start = width - len(seq) if self.config.padding_side == "left" else 0
+            input_ids[row, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[row, start : start + len(seq)] = 1
+            pool_index[row] = start + len(seq) - back
+            first_index[row] = start
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pool_index": pool_index,
+            "first_index": first_index,
+        }
+        if self.with_token_types:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        return batch
