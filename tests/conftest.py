@@ -117,6 +117,14 @@ def tiny_model(request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real evaluation data of ../shared/data (skips where a checkout lacks it)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not found (set CPT_DATA to the shared data folder)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
 def stsb_test() -> Path:
     path = SHARED_DATA / "sts" / "stsb" / "test.tsv"
     if not path.is_file():

@@ -79,7 +79,7 @@ class DelimitedTokenizer:
                 text = texts[i]
                 cut = _LAST_SPACE.search(text, 0, window) if len(text) > window else None
                 pieces.append(text[: cut.start()] if cut else text)
-            encoded = self.tokenizer(pieces, add_special_tokens=False)["input_ids"]
+            encoded = self.tokenizer(pieces, add_special_tokens=False, verbose=False)["input_ids"]
             for i, piece, tokens in zip(pending, pieces, encoded, strict=True):
                 if len(piece) < len(texts[i]) and len(tokens) <= budget:
                     retry.append(i)

@@ -1,0 +1,197 @@
+"""Classification on frozen embeddings: SentEval-style linear probe, zero-shot by label
+descriptions, and k-NN.
+
+Linear probe: z-scored features, logistic regression (lbfgs), the inverse regularisation C
+chosen from C_GRID on the dev split when there is one, else by 5-fold cross-validation
+inside the training data; the test split is never used to choose. MR, CR, SUBJ and MPQA use
+10-fold cross-validation over the provided `fold` field. Pair tasks (MRPC, SICK-E) use the
+features [u, v, |u - v|, u * v].
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+from cpt_embed.eval.context import Context, TaskResult
+from cpt_embed.eval.data import Classification, load_classification, load_label_names
+from cpt_embed.eval.topk import exact_topk
+
+C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+MAX_ITER = 1000
+# task -> how C is chosen: "folds" (10-fold CV over `fold`), "dev", or "cv" (inner CV)
+PROBES = {
+    "mr": "folds",
+    "cr": "folds",
+    "subj": "folds",
+    "mpqa": "folds",
+    "sst2": "dev",
+    "trec": "cv",
+    "mrpc": "cv",
+    "sicke": "dev",
+    "sst5": "dev",
+    "20newsgroups": "cv",
+    "imdb": "cv",
+    "ag_news": "cv",
+}
+SENTEVAL_7 = ("mr", "cr", "subj", "mpqa", "sst2", "trec", "mrpc")
+ZERO_SHOT_TEMPLATE = "this is an example of a {label} movie review."
+KNN_K = 10
+
+
+def _features(ctx: Context, split: Classification) -> np.ndarray:
+    if split.pairs is None:
+        return ctx.embed_unique(split.texts)
+    left, right = split.pairs
+    n = len(left)
+    vectors = ctx.embed_unique(left + right)
+    u, v = vectors[:n], vectors[n:]
+    return np.hstack([u, v, np.abs(u - v), u * v])
+
+
+def _fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y)
+
+
+def _fit_cv(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LogisticRegression, float]:
+    """Choose C by 5-fold stratified CV inside (x, y), then refit on all of it. Each fold
+    walks C_GRID upwards warm-starting from the last solution, as a regularisation path."""
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    accuracy = {c: 0.0 for c in C_GRID}
+    for fit_rows, score_rows in folds.split(x, y):
+        model = LogisticRegression(max_iter=MAX_ITER, warm_start=True)
+        for c in sorted(C_GRID):
+            model.set_params(C=c).fit(x[fit_rows], y[fit_rows])
+            accuracy[c] += accuracy_score(y[score_rows], model.predict(x[score_rows]))
+    best = max(C_GRID, key=lambda c: (accuracy[c], -c))
+    return _fit(x, y, best), best
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray, binary_f1: bool) -> dict[str, float]:
+    scores = {"accuracy": 100.0 * accuracy_score(y_true, y_pred)}
+    if binary_f1:
+        scores["f1"] = 100.0 * f1_score(y_true, y_pred)
+    return scores
+
+
+def run_probe(ctx: Context, task: str) -> TaskResult:
+    """Linear-probe accuracy (and F1 for MRPC) on the test split or over 10 folds."""
+    folder = ctx.data_dir / "classification" / task
+    protocol = PROBES[task]
+    train = load_classification(folder / "train.jsonl", ctx.checksums)
+    test = load_classification(folder / "test.jsonl", ctx.checksums)
+    x_train, x_test = _features(ctx, train), _features(ctx, test)
+    y_train, y_test = np.array(train.labels), np.array(test.labels)
+    binary_f1 = task == "mrpc"
+    # One BLAS thread: these are small problems, and OpenBLAS threads fighting torch's idle
+    # OpenMP workers make every fit 25x slower on 2 cores.
+    with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if protocol == "folds":
+            return _run_folds(task, train, test, x_train, x_test, ctx.seed)
+        if protocol == "dev":
+            dev = load_classification(folder / "dev.jsonl", ctx.checksums)
+            x_dev, y_dev = _features(ctx, dev), np.array(dev.labels)
+            scaler = StandardScaler().fit(x_train)
+            x_train, x_dev, x_test = (scaler.transform(a) for a in (x_train, x_dev, x_test))
+            dev_acc = {
+                c: accuracy_score(y_dev, _fit(x_train, y_train, c).predict(x_dev)) for c in C_GRID
+            }
+            best = max(C_GRID, key=lambda c: (dev_acc[c], -c))
+            predicted = _fit(x_train, y_train, best).predict(x_test)
+            details = {"C": best, "dev_accuracy": 100.0 * dev_acc[best]}
+        else:
+            scaler = StandardScaler().fit(x_train)
+            model, best = _fit_cv(scaler.transform(x_train), y_train, ctx.seed)
+            predicted = model.predict(scaler.transform(x_test))
+            details = {"C": best}
+    return TaskResult(
+        task,
+        "classification",
+        "accuracy",
+        _scores(y_test, predicted, binary_f1),
+        details,
+        size=len(y_test),
+    )
+
+
+def _run_folds(task, train, test, x_train, x_test, seed) -> TaskResult:
+    if train.folds is None or test.folds is None:
+        raise ValueError(f"{task}: records need a `fold` field for 10-fold cross-validation")
+    x = np.vstack([x_train, x_test])
+    y = np.array(train.labels + test.labels)
+    folds = np.array(train.folds + test.folds)
+    accuracies, chosen = [], []
+    for fold in sorted(set(folds.tolist())):
+        held = folds == fold
+        scaler = StandardScaler().fit(x[~held])
+        model, best = _fit_cv(scaler.transform(x[~held]), y[~held], seed)
+        accuracies.append(100.0 * accuracy_score(y[held], model.predict(scaler.transform(x[held]))))
+        chosen.append(best)
+    details = {"fold_accuracy": accuracies, "C_per_fold": chosen}
+    return TaskResult(
+        task,
+        "classification",
+        "accuracy",
+        {"accuracy": float(np.mean(accuracies))},
+        details,
+        size=len(y),
+    )
+
+
+def run_zero_shot(ctx: Context, task: str = "sst2") -> TaskResult:
+    """Each test text gets the label whose description embedding is the most similar."""
+    folder = ctx.data_dir / "classification" / task
+    names = load_label_names(folder)
+    test = load_classification(folder / "test.jsonl", ctx.checksums)
+    labels = sorted(names)
+    descriptions = [ZERO_SHOT_TEMPLATE.format(label=names[i]) for i in labels]
+    texts = ctx.embed_unique(test.texts)
+    prototypes = ctx.embed(descriptions)
+    predicted = np.array(labels)[np.argmax(texts @ prototypes.T, axis=1)]
+    return TaskResult(
+        f"zeroshot_{task}",
+        "zeroshot",
+        "accuracy",
+        _scores(np.array(test.labels), predicted, False),
+        {"template": ZERO_SHOT_TEMPLATE},
+        size=len(test.labels),
+    )
+
+
+def run_knn(ctx: Context, task: str = "sst2", k: int = KNN_K) -> TaskResult:
+    """Majority label of the k most similar training texts (ties: higher summed similarity)."""
+    folder = ctx.data_dir / "classification" / task
+    train = load_classification(folder / "train.jsonl", ctx.checksums)
+    test = load_classification(folder / "test.jsonl", ctx.checksums)
+    x_train, x_test = ctx.embed_unique(train.texts), ctx.embed_unique(test.texts)
+    norms = np.linalg.norm(x_train, axis=1, keepdims=True)
+    scores, index = exact_topk(
+        x_test / np.linalg.norm(x_test, axis=1, keepdims=True),
+        x_train / np.maximum(norms, 1e-12),
+        k,
+    )
+    y_train = np.array(train.labels)
+    predicted = []
+    for row_scores, row_index in zip(scores, index, strict=True):
+        votes, weight = Counter(), Counter()
+        for s, i in zip(row_scores, row_index, strict=True):
+            votes[y_train[i]] += 1
+            weight[y_train[i]] += s
+        predicted.append(max(votes, key=lambda label: (votes[label], weight[label])))
+    return TaskResult(
+        f"knn_{task}",
+        "knn",
+        "accuracy",
+        _scores(np.array(test.labels), np.array(predicted), False),
+        {"k": k},
+        size=len(test.labels),
+    )

@@ -1,0 +1,58 @@
+"""What every evaluation task receives, and what it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpt_embed.eval.cache import CachedEncoder
+from cpt_embed.eval.data import Checksums
+
+
+@dataclass
+class Context:
+    """The model (through the embedding cache), the data folder and the shared settings.
+
+    symmetric_side: the side used for both texts of symmetric tasks (STS, classification).
+    """
+
+    embedder: CachedEncoder
+    data_dir: Path
+    symmetric_side: str = "query"
+    seed: int = 0
+    checksums: Checksums = field(default_factory=Checksums)
+
+    def embed(self, texts: list[str], side: str | None = None) -> np.ndarray:
+        """Embeddings of `texts` (on the symmetric side unless told)."""
+        return self.embedder.encode(texts, side or self.symmetric_side)
+
+    def embed_unique(self, texts: list[str], side: str | None = None) -> np.ndarray:
+        """Like `embed`, encoding each distinct text once."""
+        unique = list(dict.fromkeys(texts))
+        vectors = self.embed(unique, side)
+        index = {text: i for i, text in enumerate(unique)}
+        return vectors[[index[t] for t in texts]]
+
+    def rng(self, salt: str) -> np.random.Generator:
+        """A generator seeded by the run's seed and `salt`, so tasks are reproducible alone."""
+        return np.random.default_rng([self.seed, *salt.encode()])
+
+
+@dataclass
+class TaskResult:
+    """One task's numbers: `scores[metric]` is the headline, `details` the breakdowns."""
+
+    task: str
+    group: str
+    metric: str
+    scores: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    size: int = 0
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return self.scores[self.metric]

@@ -1,0 +1,161 @@
+"""The task registry and the loop that runs a model through the chosen tasks."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpt_embed.errors import InputError
+from cpt_embed.eval.cache import CachedEncoder
+from cpt_embed.eval.classification import PROBES, SENTEVAL_7, run_knn, run_probe, run_zero_shot
+from cpt_embed.eval.context import Context, TaskResult
+from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
+from cpt_embed.eval.sts import STS_SOURCES, run_sts
+from cpt_embed.model import Encoder
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    group: str
+    run: Callable[[Context], TaskResult]
+
+
+def _registry() -> dict[str, Task]:
+    tasks = [Task(n, "sts", functools.partial(run_sts, task=n)) for n in STS_SOURCES]
+    tasks += [Task(n, "classification", functools.partial(run_probe, task=n)) for n in PROBES]
+    tasks += [
+        Task("zeroshot_sst2", "zeroshot", functools.partial(run_zero_shot, task="sst2")),
+        Task("knn_sst2", "knn", functools.partial(run_knn, task="sst2")),
+    ]
+    tasks += [
+        Task(n, group, functools.partial(run_retrieval, task=n))
+        for n, (_, group) in RETRIEVAL_SOURCES.items()
+    ]
+    return {t.name: t for t in tasks}
+
+
+TASKS = _registry()
+GROUPS: dict[str, list[str]] = {
+    "all": list(TASKS),
+    "senteval": list(SENTEVAL_7),
+    **{
+        g: [t.name for t in TASKS.values() if t.group == g]
+        for g in dict.fromkeys(t.group for t in TASKS.values())
+    },
+}
+
+
+def select_tasks(spec: list[str] | str) -> list[str]:
+    """Task names from names and group names (comma- or space-separated), in registry order."""
+    words = [
+        w
+        for part in ([spec] if isinstance(spec, str) else spec)
+        for w in part.replace(",", " ").split()
+    ]
+    chosen: set[str] = set()
+    for word in words or ["all"]:
+        key = word.lower()
+        if key in GROUPS:
+            chosen.update(GROUPS[key])
+        elif key in TASKS:
+            chosen.add(key)
+        else:
+            raise InputError(
+                f"unknown task {word!r}; groups: {', '.join(GROUPS)}; tasks: {', '.join(TASKS)}"
+            )
+    return [name for name in TASKS if name in chosen]
+
+
+@dataclass
+class ModelReport:
+    """Everything one model's evaluation produced."""
+
+    model: str
+    settings: dict[str, Any]
+    results: list[TaskResult] = field(default_factory=list)
+    data_files: dict[str, str] = field(default_factory=dict)
+    data_checksum: str = ""
+    seconds: float = 0.0
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced the numbers."""
+    import numpy
+    import sklearn
+    import torch
+    import transformers
+
+    import cpt_embed
+
+    return {
+        "cpt_embed": cpt_embed.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def evaluate(
+    model: str | Encoder,
+    tasks: list[str],
+    data_dir: Path,
+    *,
+    cache_dir: Path | None,
+    batch_size: int = 64,
+    dtype: str = "float32",
+    symmetric_side: str = "query",
+    seed: int = 0,
+    device: str | None = None,
+    on_result: Callable[[TaskResult], None] | None = None,
+    show_progress: bool = True,
+) -> ModelReport:
+    """Run `model` through `tasks`; `on_result` sees each task's result as it lands."""
+    if symmetric_side not in ("query", "document"):
+        raise InputError(f"symmetric side must be query or document, got {symmetric_side!r}")
+    started = time.perf_counter()
+    name = model if isinstance(model, str) else (model.config.base_model or "encoder")
+    encoder = Encoder.load(model, device=device) if isinstance(model, str) else model
+    embedder = CachedEncoder(
+        encoder, cache_dir, batch_size=batch_size, dtype=dtype, show_progress=show_progress
+    )
+    ctx = Context(embedder, data_dir, symmetric_side=symmetric_side, seed=seed)
+    settings = {
+        "model": name,
+        "model_fingerprint": embedder.fingerprint,
+        "encoder": encoder.config.to_dict(),
+        "dtype": dtype,
+        "batch_size": batch_size,
+        "symmetric_side": symmetric_side,
+        "seed": seed,
+        "device": str(encoder.device),
+        "data_dir": str(data_dir),
+        "tasks": tasks,
+        "versions": versions(),
+    }
+    report = ModelReport(name, settings)
+    for task_name in tasks:
+        start = time.perf_counter()
+        result = TASKS[task_name].run(ctx)
+        result.seconds = time.perf_counter() - start
+        report.results.append(result)
+        if on_result:
+            on_result(result)
+    report.data_files = dict(ctx.checksums.files)
+    report.data_checksum = ctx.checksums.combined()
+    report.seconds = time.perf_counter() - started
+    settings["cache"] = {
+        "dir": str(cache_dir) if cache_dir else None,
+        "hits": embedder.hits,
+        "misses": embedder.misses,
+    }
+    return report
