@@ -1,0 +1,114 @@
+"""Documents of a text corpus: each .txt/.md/.rst file is one document, each .jsonl record
+or .parquet row another; any of them may be gzipped; folders are walked."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cpt_embed.data.walk import walk_files
+
+PLAIN = (".txt", ".md", ".rst", ".markdown", ".text")
+RECORDS = (".jsonl", ".parquet")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower().removesuffix(".gz")
+    for suffix in PLAIN + RECORDS:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+
+
+def documents_of(
+    path: Path, relative: str, field: str, id_field: str | None, counts: Counter, max_bytes: int
+) -> Iterator[Document]:
+    """The documents of one file; unreadable files and records are skipped and counted.
+    JSONL is streamed line by line; a plain file over `max_bytes` is skipped."""
+    kind = _kind(path)
+    if kind is None:
+        counts["file_not_text"] += 1
+        return
+    if kind == ".parquet":
+        yield from _parquet(path, relative, field, id_field, counts)
+        return
+    try:
+        if kind != ".jsonl" and path.stat().st_size > max_bytes:
+            counts["file_too_large"] += 1
+            return
+        with _open(path) as handle:
+            if kind == ".jsonl":
+                counts["files_read"] += 1
+                yield from _jsonl(handle, relative, field, id_field, counts)
+                return
+            data = handle.read()
+    except (OSError, EOFError):
+        counts["file_unreadable"] += 1
+        return
+    if b"\0" in data[:8192]:
+        counts["file_binary"] += 1
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        counts["file_not_utf8"] += 1
+        return
+    counts["files_read"] += 1
+    yield Document(relative, text)
+
+
+def _jsonl(handle, relative, field, id_field, counts) -> Iterator[Document]:
+    for number, raw in enumerate(handle, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            value = record[field]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            counts["record_unreadable"] += 1
+            continue
+        if not isinstance(value, str):
+            counts["record_unreadable"] += 1
+            continue
+        key = record.get(id_field) if id_field else record.get("id", record.get("_id"))
+        yield Document(f"{relative}:{key if key is not None else number}", value)
+
+
+def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception:  # pyarrow raises several types for damaged files
+        counts["file_unreadable"] += 1
+        return
+    if field not in table.column_names:
+        counts["file_missing_field"] += 1
+        return
+    counts["files_read"] += 1
+    ids = table.column(id_field).to_pylist() if id_field in table.column_names else None
+    for row, value in enumerate(table.column(field).to_pylist()):
+        if isinstance(value, str):
+            yield Document(f"{relative}:{ids[row] if ids else row}", value)
+        else:
+            counts["record_unreadable"] += 1
+
+
+def corpus_files(sources: list[Path]) -> Iterator:
+    """Files of the sources in a fixed order (tests folders included: prose has none)."""
+    for source in sources:
+        yield from walk_files(Path(source), skip_tests=False)

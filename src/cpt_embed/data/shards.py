@@ -1,0 +1,163 @@
+"""Pair shards: JSONL(.gz) or Parquet files of at most `shard_size` pairs plus a manifest,
+each written atomically, so an interrupted run leaves whole shards and a manifest that says
+how far the input was consumed; `--resume` goes on from there."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cpt_embed.atomic import atomic_file
+from cpt_embed.errors import InputError
+
+MANIFEST = "manifest.json"
+FORMATS = ("jsonl.gz", "jsonl", "parquet")
+
+
+def _write_shard(path: Path, records: list[dict], fmt: str) -> None:
+    with atomic_file(path) as handle:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(records), handle)
+            return
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        if fmt == "jsonl.gz":
+            # mtime=0: the same pairs give the same bytes (deterministic output)
+            with gzip.GzipFile(fileobj=handle, mode="wb", mtime=0) as gz:
+                gz.write(lines)
+        else:
+            handle.write(lines)
+
+
+def read_shard(path: Path) -> Iterator[dict]:
+    """The records of one shard file."""
+    name = path.name
+    if name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path).to_pylist()
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+class ShardWriter:
+    """Collects pairs and writes a shard whenever `shard_size` pairs are waiting at an input
+    boundary (`checkpoint`); the manifest records the shards and the input position."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        fmt: str,
+        shard_size: int,
+        settings: dict[str, Any],
+        resume: bool = False,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise InputError(f"format {fmt!r}: use one of {', '.join(FORMATS)}")
+        if shard_size < 1:
+            raise InputError(f"shard size must be >= 1, got {shard_size}")
+        self.out_dir, self.fmt, self.shard_size = Path(out_dir), fmt, shard_size
+        self.settings = settings
+        self.shards: list[dict[str, Any]] = []
+        self.position = 0
+        self.counts: dict[str, int] = {}
+        self.pending: list[dict] = []
+        manifest = self.out_dir / MANIFEST
+        if manifest.is_file():
+            previous = json.loads(manifest.read_text(encoding="utf-8"))
+            if not resume:
+                raise InputError(
+                    f"{self.out_dir} already holds pairs ({manifest.name}); pass --resume to "
+                    "go on, or choose another output folder"
+                )
+            if previous["settings"] != settings:
+                changed = sorted(
+                    k
+                    for k in settings | previous["settings"]
+                    if settings.get(k) != previous["settings"].get(k)
+                )
+                raise InputError(
+                    f"{manifest}: --resume with different settings ({', '.join(changed)}); "
+                    "use the original ones or a new output folder"
+                )
+            self.shards, self.position = previous["shards"], previous["position"]
+            self.counts = previous["counts"]
+        elif self.out_dir.exists() and any(self.out_dir.iterdir()):
+            raise InputError(f"{self.out_dir} exists and is not empty; choose a new folder")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.out_dir.glob(".*.tmp"):
+            stale.unlink()
+
+    @property
+    def complete(self) -> bool:
+        manifest = self.out_dir / MANIFEST
+        return manifest.is_file() and json.loads(manifest.read_text())["complete"]
+
+    def written(self) -> Iterator[dict]:
+        """Records of the shards already written (to rebuild dedupe state on resume)."""
+        for shard in self.shards:
+            yield from read_shard(self.out_dir / shard["file"])
+
+    def add(self, record: dict) -> None:
+        self.pending.append(record)
+
+    def checkpoint(self, position: int, counts: dict[str, int], force: bool = False) -> None:
+        """Input up to `position` is processed; write a shard if enough pairs wait."""
+        if len(self.pending) >= self.shard_size or (force and self.pending):
+            name = f"pairs-{len(self.shards):05d}.{self.fmt}"
+            _write_shard(self.out_dir / name, self.pending, self.fmt)
+            self.shards.append({"file": name, "pairs": len(self.pending)})
+            self.pending = []
+            self.position, self.counts = position, dict(counts)
+            self._write_manifest(complete=False)
+
+    def close(self, position: int, counts: dict[str, int]) -> None:
+        """Write what is left and mark the set complete."""
+        self.checkpoint(position, counts, force=True)
+        self.position, self.counts = position, dict(counts)
+        self._write_manifest(complete=True)
+
+    @property
+    def pairs(self) -> int:
+        return sum(s["pairs"] for s in self.shards) + len(self.pending)
+
+    def _write_manifest(self, complete: bool) -> None:
+        data = {
+            "settings": self.settings,
+            "shards": self.shards,
+            "position": self.position,
+            "counts": self.counts,
+            "pairs": sum(s["pairs"] for s in self.shards),
+            "complete": complete,
+        }
+        with atomic_file(self.out_dir / MANIFEST, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+
+
+def pair_files(path: Path) -> list[Path]:
+    """The shard files of a pairs folder (in order), or the file itself."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path}: no such pairs file or folder")
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        return [path / s["file"] for s in json.loads(manifest.read_text())["shards"]]
+    files = sorted(
+        p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
+    )
+    if not files:
+        raise InputError(f"{path}: no pair files (.jsonl, .jsonl.gz, .parquet)")
+    return files

@@ -1,0 +1,107 @@
+"""Walking source trees and corpora: sorted (deterministic), .gitignore respected, vendored,
+build and test folders skipped, symlinks never followed (no loops)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+# Folders CodeSearchNet-style mining leaves out: vendored, generated, tests, VCS.
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".hg",
+        ".svn",
+        "node_modules",
+        "vendor",
+        "vendors",
+        "third_party",
+        "thirdparty",
+        "build",
+        "dist",
+        "target",
+        "out",
+        "__pycache__",
+        ".tox",
+        ".venv",
+        "venv",
+        ".mypy_cache",
+        "test",
+        "tests",
+        "testing",
+        "__tests__",
+        "spec",
+        "specs",
+        "fixtures",
+        "examples_test",
+    }
+)
+
+
+def is_test_file(name: str) -> bool:
+    """Test files by the usual naming of each language."""
+    lower = name.lower()
+    stem = lower.rsplit(".", 1)[0]
+    return (
+        stem.startswith("test_")
+        or stem.endswith(("_test", "_tests", "_spec", ".test", ".spec"))
+        or (name.endswith(".java") and stem.endswith("test"))
+        or stem in ("conftest", "tests")
+    )
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file found under `root`; `relative` is its path below the root, with / separators."""
+
+    path: Path
+    root: Path
+    relative: str
+
+
+def _ignored(path: Path, is_dir: bool, ignores: list[tuple[Path, pathspec.PathSpec]]) -> bool:
+    for base, spec in ignores:
+        relative = path.relative_to(base).as_posix() + ("/" if is_dir else "")
+        if spec.match_file(relative):
+            return True
+    return False
+
+
+def walk_files(
+    root: Path, *, skip_dirs: frozenset[str] = SKIP_DIRS, skip_tests: bool = True
+) -> Iterator[Found]:
+    """Files under `root` in sorted order. A file given directly is yielded as is."""
+    root = Path(root)
+    if root.is_file():
+        yield Found(root, root.parent, root.name)
+        return
+    ignores: list[tuple[Path, pathspec.PathSpec]] = []
+    for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(directory)
+        ignores = [(base, spec) for base, spec in ignores if here.is_relative_to(base)]
+        gitignore = here / ".gitignore"
+        if gitignore.is_file():
+            try:
+                lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+                ignores.append((here, pathspec.GitIgnoreSpec.from_lines(lines)))
+            except OSError:
+                pass
+
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in skip_dirs
+            and not (here / d).is_symlink()
+            and not _ignored(here / d, True, ignores)
+        )
+        for name in sorted(filenames):
+            path = here / name
+            if path.is_symlink() or _ignored(path, False, ignores):
+                continue
+            if skip_tests and is_test_file(name):
+                continue
+            yield Found(path, root, path.relative_to(root).as_posix())
