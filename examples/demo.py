@@ -1,18 +1,29 @@
-"""The main job on the default model, small enough for a laptop: embed queries, texts and
-code with cpt-embed and show which document each query finds.
+"""The main job on the default model, small enough for a laptop: mine text and code pairs,
+embed queries, texts and code, and evaluate on real benchmarks.
 
-Run with `make demo`. Later stages (mine pairs, train, evaluate, search) join as they land.
+Run with `make demo`. Training joins when `cpt train` lands.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from cpt_embed import Encoder
+from cpt_embed.data.mine import mine_code, mine_text
+from cpt_embed.data.shards import pair_files, read_shard
+from cpt_embed.errors import InputError
+from cpt_embed.eval import evaluate
+from cpt_embed.eval.cache import default_cache_dir
+from cpt_embed.eval.data import find_data_dir
+from cpt_embed.eval.report import print_table
 
+RUNS = Path("runs/demo")
 QUERIES = [
     "how do I reverse a list in python",
     "read a json file",
@@ -28,19 +39,37 @@ DOCUMENTS = [
 ]
 
 
-def main() -> None:
-    console = Console()
-    start = time.perf_counter()
-    encoder = Encoder.load("default")
-    console.print(
-        f"loaded [bold]{encoder.config.base_model}[/] "
-        f"(dim {encoder.dim}, pooling {encoder.config.pooling}) "
-        f"in {time.perf_counter() - start:.1f}s"
-    )
+def mine(console: Console, encoder: Encoder, data_dir: Path | None) -> None:
+    import json as json_module
+
+    shutil.rmtree(RUNS, ignore_errors=True)
+    console.rule("1. mine unlabeled pairs")
+    code = mine_code([Path(json_module.__file__).parent], RUNS / "code-pairs", limit=200,
+                     show_progress=False)
+    console.print(f"code: {code.pairs} (docstring, function) pairs from the json package "
+                  f"of the standard library in {code.seconds:.1f}s")
+    if data_dir is not None:
+        def count_tokens(texts):
+            ids = encoder.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+            return [len(x) for x in ids]
+
+        text = mine_text([data_dir / "unsupervised" / "wikipedia_en" / "docs.jsonl"],
+                         RUNS / "text-pairs", count_tokens=count_tokens, limit=300,
+                         show_progress=False)
+        console.print(f"text: {text.pairs} neighbouring-passage pairs from "
+                      f"{text.counts['documents']} Wikipedia articles in {text.seconds:.1f}s")
+    for folder in sorted(RUNS.iterdir()):
+        pair = next(read_shard(pair_files(folder)[0]))
+        console.print(f"[dim]{pair['source']}[/]", highlight=False)
+        console.print(f"  x: {pair['x'][:110]}", highlight=False)
+        console.print(f"  y: {pair['y'][:110].splitlines()[0]} ...", highlight=False)
+
+
+def similarities(console: Console, encoder: Encoder) -> None:
+    console.rule("2. embed queries and documents")
     queries = encoder.encode(QUERIES, side="query")
     documents = encoder.encode(DOCUMENTS, side="document")
     scores = queries @ documents.T  # unit vectors: the dot product is the cosine
-
     table = Table(title="cosine similarity of each query (row) with each document (column)")
     table.add_column("query")
     for i in range(len(DOCUMENTS)):
@@ -54,6 +83,32 @@ def main() -> None:
     console.print(table)
     hits = sum(int(row.argmax()) == i for i, row in enumerate(scores))
     console.print(f"{hits}/{len(QUERIES)} queries rank their matching document first")
+
+
+def evaluation(console: Console, encoder: Encoder, data_dir: Path) -> None:
+    console.rule("3. evaluate on real benchmarks (cached after the first run)")
+    report = evaluate(encoder, ["stsb", "trec", "cisi"], data_dir,
+                      cache_dir=default_cache_dir(), show_progress=False)
+    print_table([report], console)
+    console.print(f"{report.seconds:.0f}s; the full suite: cpt eval --model default")
+    (RUNS / "eval.json").write_text(json.dumps({r.task: r.scores for r in report.results}))
+
+
+def main() -> None:
+    console = Console()
+    start = time.perf_counter()
+    encoder = Encoder.load("default")
+    console.print(f"loaded [bold]{encoder.config.base_model}[/] (dim {encoder.dim}, "
+                  f"pooling {encoder.config.pooling}) in {time.perf_counter() - start:.1f}s")
+    try:
+        data_dir = find_data_dir()
+    except InputError:
+        data_dir = None
+        console.print("[yellow]no ../shared/data here: skipping the text pairs and evaluation")
+    mine(console, encoder, data_dir)
+    similarities(console, encoder)
+    if data_dir is not None:
+        evaluation(console, encoder, data_dir)
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ def test_held_out_keys_match_eval_code_that_keeps_its_docstring():
     )
     assert mined == []
     free = list(pairs_from_source(eval_code.encode(), "python", CodeFilter(), "repo", "g.py"))
-    assert len(free) == 1 and free[0]["source"] == "repo/g.py:1-4"
+    assert len(free) == 1 and free[0]["source"] == "repo:g.py:1-4"
     assert free[0]["x"] == "Area of a circle of radius r."
 
 

@@ -389,7 +389,7 @@ def code_pair(function: Function, x: str, repo: str, path: str) -> dict:
         "x": x,
         "y": function.code,
         "kind": "code",
-        "source": f"{repo}/{path}:{function.start_line}-{function.end_line}",
+        "source": f"{repo}:{path}:{function.start_line}-{function.end_line}",
         "language": function.language,
         "repo": repo,
         "path": path,
