@@ -100,7 +100,8 @@ def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
         counts["file_missing_field"] += 1
         return
     counts["files_read"] += 1
-    ids = table.column(id_field).to_pylist() if id_field in table.column_names else None
+    key = id_field or next((c for c in ("id", "_id") if c in table.column_names), None)
+    ids = table.column(key).to_pylist() if key in table.column_names else None
     for row, value in enumerate(table.column(field).to_pylist()):
         if isinstance(value, str):
             yield Document(f"{relative}:{ids[row] if ids else row}", value)
