@@ -34,6 +34,28 @@ def _open(path: Path):
     return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
 
 
+def read_text_file(path: Path, counts: Counter, max_bytes: int) -> str | None:
+    """The UTF-8 text of a file (gunzipped if .gz), or None after counting why not:
+    file_too_large, file_unreadable, file_binary (NUL bytes), file_not_utf8."""
+    try:
+        if path.stat().st_size > max_bytes:
+            counts["file_too_large"] += 1
+            return None
+        with _open(path) as handle:
+            data = handle.read()
+    except (OSError, EOFError):
+        counts["file_unreadable"] += 1
+        return None
+    if b"\0" in data[:8192]:
+        counts["file_binary"] += 1
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        counts["file_not_utf8"] += 1
+        return None
+
+
 def documents_of(
     path: Path, relative: str, field: str, id_field: str | None, counts: Counter, max_bytes: int
 ) -> Iterator[Document]:
@@ -46,29 +68,18 @@ def documents_of(
     if kind == ".parquet":
         yield from _parquet(path, relative, field, id_field, counts)
         return
-    try:
-        if kind != ".jsonl" and path.stat().st_size > max_bytes:
-            counts["file_too_large"] += 1
-            return
-        with _open(path) as handle:
-            if kind == ".jsonl":
+    if kind == ".jsonl":
+        try:
+            with _open(path) as handle:
                 counts["files_read"] += 1
                 yield from _jsonl(handle, relative, field, id_field, counts)
-                return
-            data = handle.read()
-    except (OSError, EOFError):
-        counts["file_unreadable"] += 1
+        except (OSError, EOFError):
+            counts["file_unreadable"] += 1
         return
-    if b"\0" in data[:8192]:
-        counts["file_binary"] += 1
-        return
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        counts["file_not_utf8"] += 1
-        return
-    counts["files_read"] += 1
-    yield Document(relative, text)
+    text = read_text_file(path, counts, max_bytes)
+    if text is not None:
+        counts["files_read"] += 1
+        yield Document(relative, text)
 
 
 def _jsonl(handle, relative, field, id_field, counts) -> Iterator[Document]:

@@ -22,7 +22,7 @@ from cpt_embed.data.code_pairs import (
     normalized_hash,
     pairs_from_source,
 )
-from cpt_embed.data.documents import corpus_files, documents_of
+from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
 from cpt_embed.data.shards import ShardWriter
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
@@ -253,25 +253,12 @@ def mine_code(
 
     def process(unit: tuple[Found, str], position: int) -> Iterator[dict]:
         found, language = unit
-        try:
-            if found.path.stat().st_size > max_file_bytes:
-                counts["file_too_large"] += 1
-                return
-            data = found.path.read_bytes()
-        except OSError:
-            counts["file_unreadable"] += 1
-            return
-        if b"\0" in data[:8192]:
-            counts["file_binary"] += 1
-            return
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            counts["file_not_utf8"] += 1
+        text = read_text_file(found.path, counts, max_file_bytes)
+        if text is None:
             return
         counts["files_parsed"] += 1
         for record in pairs_from_source(
-            data, language, code_filter, repo_name(found, repo), found.relative
+            text.encode("utf-8"), language, code_filter, repo_name(found, repo), found.relative
         ):
             counts[f"pairs_{language}"] += 1
             yield record
