@@ -176,6 +176,9 @@ def eval_(
         typer.Option("--output", "-o", help="JSON report (default: results/eval-<time>.json)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Also draw a PNG bar chart here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Also write the table as Markdown here.")
+    ] = None,
     symmetric_side: Annotated[
         SideOption, typer.Option(help="Side for both texts of STS and classification.")
     ] = SideOption.query,
@@ -239,6 +242,11 @@ def eval_(
     err_console.print(f"wrote {path}", highlight=False)
     if plot:
         err_console.print(f"wrote {draw_plot(reports, plot)}", highlight=False)
+    if markdown:
+        from cpt_embed.eval.report import markdown as to_markdown
+
+        markdown.write_text(to_markdown(reports), encoding="utf-8")
+        err_console.print(f"wrote {markdown}", highlight=False)
 
 
 pairs_app = typer.Typer(

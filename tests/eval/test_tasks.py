@@ -125,6 +125,8 @@ def test_cli_compares_two_models_and_writes_json_and_plot(
             str(png),
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--markdown",
+            str(tmp_path / "r.md"),
         ],
     )
     assert result.exit_code == 0, result.output
@@ -136,6 +138,8 @@ def test_cli_compares_two_models_and_writes_json_and_plot(
     assert first["settings"]["symmetric_side"] == "query"
     assert first["settings"]["versions"]["torch"]
     assert png.read_bytes()[:4] == b"\x89PNG"
+    table = (tmp_path / "r.md").read_text()
+    assert "| stsb | sts | spearman |" in table and "| cisi | retrieval | ndcg@10 |" in table
 
 
 def test_cli_names_a_bad_data_dir_and_a_missing_split(tiny_bert, tmp_path):

@@ -99,6 +99,32 @@ def print_table(reports: list[ModelReport], console: Console) -> None:
     console.print(table)
 
 
+def markdown(reports: list[ModelReport]) -> str:
+    """A Markdown table of every score (one column per model), then the averages."""
+    names = [r.model for r in reports]
+    lines = [
+        "| task | group | metric | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    by_model = [{r.task: r for r in report.results} for report in reports]
+    for result in reports[0].results:
+        for metric in [result.metric] + [m for m in result.scores if m != result.metric]:
+            values = [
+                f"{m[result.task].scores.get(metric, float('nan')):.2f}"
+                if result.task in m
+                else "-"
+                for m in by_model
+            ]
+            task = result.task if metric == result.metric else ""
+            group = result.group if metric == result.metric else ""
+            lines.append(f"| {task} | {group} | {metric} | " + " | ".join(values) + " |")
+    model_averages = [averages(r) for r in reports]
+    for name in model_averages[0]:
+        values = [f"{avg.get(name, float('nan')):.2f}" for avg in model_averages]
+        lines.append(f"| **{name}** | | mean | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(reports: list[ModelReport], path: Path) -> Path:
     """A grouped bar chart of each task's headline score per model, as PNG."""
     try:
