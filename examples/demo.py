@@ -28,7 +28,7 @@ from cpt_embed.train.loop import train
 
 RUNS = Path("runs/demo")
 TRAIN_PAIRS = 2000
-TRAIN = {"batch_size": 64, "chunk_size": 32, "max_steps": 25, "lr": 3e-5, "max_length": 128}
+TRAIN = {"batch_size": 64, "chunk_size": 32, "max_steps": 20, "lr": 5e-5, "max_length": 64}
 QUERIES = [
     "how do I reverse a list in python",
     "read a json file",

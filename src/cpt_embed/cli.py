@@ -508,7 +508,8 @@ def train(
     except KeyboardInterrupt as stop:
         err_console.print(str(stop) or "interrupted", highlight=False)
         raise typer.Exit(130) from None
-    err_console.print(f"trained model: {final}", highlight=False)
+    if os.environ.get("RANK", "0") == "0":
+        err_console.print(f"trained model: {final}", highlight=False)
 
 
 if __name__ == "__main__":

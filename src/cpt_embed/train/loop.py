@@ -313,5 +313,10 @@ class Trainer:
 
 
 def train(config: TrainConfig, show_progress: bool = True) -> Path:
-    """Run `config` to the end; the trained Encoder's folder."""
-    return Trainer(config).run(show_progress=show_progress)
+    """Run `config` to the end; the trained Encoder's folder. Under torchrun, every process
+    calls this and the process group is closed at the end."""
+    try:
+        return Trainer(config).run(show_progress=show_progress)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
