@@ -150,7 +150,7 @@ class Encoder(nn.Module):
                 raise TypeError(f"unknown Encoder setting {key!r}")
             setattr(config, key, value)
         config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
-        with _quiet_load_report():
+        with _quiet_transformers():
             backbone = AutoModel.from_pretrained(backbone_dir, use_safetensors=True)
         encoder = cls(backbone, tokenizer, config)
         return encoder.to(device or default_device()).eval()
@@ -165,7 +165,7 @@ class Encoder(nn.Module):
         if sentence_transformers and problem:
             raise ValueError(f"cannot export as sentence-transformers: {problem}")
         path = Path(path)
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path) as tmp, _quiet_transformers():
             self.backbone.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             self.config.save(tmp)
@@ -259,9 +259,9 @@ class Encoder(nn.Module):
 
 
 @contextlib.contextmanager
-def _quiet_load_report():
-    """Hide transformers' per-tensor loading bar and its report of the LM head left out
-    when a causal LM loads as a bare backbone: expected here, alarming to read."""
+def _quiet_transformers():
+    """Hide transformers' per-tensor loading and saving bars and its report of the LM head
+    left out when a causal LM loads as a bare backbone: expected here, alarming to read."""
     from transformers.utils import logging
 
     level, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
