@@ -95,6 +95,7 @@ def test_output_is_deterministic_and_limit_stops(tmp_path):
     ).read_bytes()
     report = mine_code([repo], tmp_path / "c", limit=7, show_progress=False)
     assert report.pairs == 7 and len(all_pairs(tmp_path / "c")) == 7
+    assert report.counts["kept"] == 7 and report.counts["pairs_python"] == 7
 
 
 def test_interrupted_run_resumes_to_the_same_pairs(tmp_path, monkeypatch):
@@ -249,3 +250,35 @@ def test_cli_pairs_code_and_text(tmp_path):
         app, ["pairs", "code", str(repo), "-o", str(tmp_path / "y"), "--languages", "cobol"]
     )
     assert result.exit_code == 2 and "unknown language 'cobol'" in result.output
+
+
+def test_text_corpora_keep_test_folders_and_ignore_gitignore(tmp_path):
+    corpus = _corpus(tmp_path / "corpus")
+    (corpus / "test").mkdir()
+    (corpus / "test" / "more.txt").write_text("A test folder of prose is still prose.")
+    (corpus / ".gitignore").write_text("*\n")
+    from cpt_embed.data.documents import corpus_files
+
+    names = [f.relative for f in corpus_files([corpus])]
+    assert names == [".gitignore", "docs.jsonl", "notes.md", "test/more.txt"]
+
+
+def test_a_crash_before_the_first_manifest_update_still_resumes(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo")
+    mine_code([repo], tmp_path / "whole", shard_size=5, show_progress=False)
+    real = mine_module.ShardWriter._write_manifest
+    calls = {"n": 0}
+
+    def crash_on_the_second_manifest(self, complete):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first shard is on disk, the manifest not yet updated
+            raise KeyboardInterrupt
+        real(self, complete)
+
+    monkeypatch.setattr(mine_module.ShardWriter, "_write_manifest", crash_on_the_second_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        mine_code([repo], tmp_path / "cut", shard_size=5, show_progress=False)
+    monkeypatch.setattr(mine_module.ShardWriter, "_write_manifest", real)
+    assert (tmp_path / "cut" / "pairs-00000.jsonl.gz").is_file()
+    mine_code([repo], tmp_path / "cut", shard_size=5, resume=True, show_progress=False)
+    assert all_pairs(tmp_path / "cut") == all_pairs(tmp_path / "whole")

@@ -118,6 +118,16 @@ def test_long_text_cut_equals_full_tokenization(tiny_model):
     assert ids == tokens.lead + full[:budget] + tokens.suffix_ids["query"] + tokens.trail
 
 
+def test_long_text_cut_ignores_whitespace_that_normalisers_delete(tiny_bert):
+    """BERT's normaliser deletes U+0085, joining the words around it: no cut may fall there."""
+    encoder = Encoder.load(tiny_bert, max_length=64)
+    text = "a " * 60 + "unbelievab\x85ly" + "y" * 3000
+    ids = encoder.tokenize([text])["input_ids"][0].tolist()
+    full = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+    tokens = encoder._tokens
+    assert ids == tokens.lead + full[: tokens.budget("query")] + tokens.trail
+
+
 def test_padding_side_does_not_change_results(tiny_model):
     right = Encoder.load(tiny_model, padding_side="right").encode(TEXTS, batch_size=8)
     left = Encoder.load(tiny_model, padding_side="left").encode(TEXTS, batch_size=8)

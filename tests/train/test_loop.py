@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -85,12 +86,13 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
     whole = train(_config(tiny_bert, pairs_file, tmp_path / "whole"), show_progress=False)
     real = Trainer.train_step
 
-    def stop_after_four(self, batch):
+    def ctrl_c_during_step_four(self, batch):
+        row = real(self, batch)
         if self.step == 4:
-            raise KeyboardInterrupt
-        return real(self, batch)
+            os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the step still completes
+        return row
 
-    monkeypatch.setattr(Trainer, "train_step", stop_after_four)
+    monkeypatch.setattr(Trainer, "train_step", ctrl_c_during_step_four)
     with pytest.raises(KeyboardInterrupt, match="resume"):
         train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
     monkeypatch.setattr(Trainer, "train_step", real)
@@ -175,6 +177,25 @@ def test_bad_settings_and_data_fail_before_any_work(tiny_bert, pairs_file, tmp_p
     assert TrainConfig.load(yaml_file, batch_size=8).batch_size == 8
     with pytest.raises(InputError, match="no training data"):
         Trainer(TrainConfig(model=str(tiny_bert), output=str(tmp_path / "x")))
+    negatives = tmp_path / "negatives.jsonl"
+    negatives.write_text(
+        json.dumps({"x": "a", "y": "b", "neg": ["c", "d"]})
+        + "\n"
+        + json.dumps({"x": "e", "y": "f", "neg": ["g"]})
+        + "\n"
+    )
+    with pytest.raises(InputError, match="same number of hard negatives"):
+        train(
+            _config(
+                tiny_bert,
+                negatives,
+                tmp_path / "n",
+                batch_size=2,
+                shuffle_buffer=1,
+                hard_negatives="neg",
+            ),
+            show_progress=False,
+        )
     with pytest.raises(InputError, match="no such pairs file"):
         Trainer(_config(tiny_bert, tmp_path / "missing.jsonl", tmp_path / "y"))
     empty = tmp_path / "empty.jsonl"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpt_embed.data.walk import walk_files
+from cpt_embed.data.walk import VCS_DIRS, walk_files
 
 PLAIN = (".txt", ".md", ".rst", ".markdown", ".text")
 RECORDS = (".jsonl", ".parquet")
@@ -121,6 +121,7 @@ def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
 
 
 def corpus_files(sources: list[Path]) -> Iterator:
-    """Files of the sources in a fixed order (tests folders included: prose has none)."""
+    """Files of the sources in a fixed order: every folder but version control, and no
+    .gitignore rules (data folders often ignore their own contents)."""
     for source in sources:
-        yield from walk_files(Path(source), skip_tests=False)
+        yield from walk_files(Path(source), skip_dirs=VCS_DIRS, skip_tests=False, gitignore=False)

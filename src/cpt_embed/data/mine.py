@@ -89,9 +89,9 @@ def _run(
                     counts.update(writer.counts)
                 continue
             for record in process(unit, position):
-                if limit and writer.pairs >= limit:
-                    break
                 writer.add(record)
+                if limit and writer.pairs >= limit:
+                    break  # before the generator counts a record it will not write
             bar.update(1)
             bar.set_postfix(pairs=writer.pairs, refresh=False)
             if limit and writer.pairs >= limit:
@@ -126,13 +126,13 @@ def _beir_texts(folder: Path) -> Iterator[str]:
 
 def _exclusion_texts(path: Path) -> Iterator[str]:
     """Texts of an evaluation set: a BEIR folder, a JSONL file (text, text1, text2 fields),
-    a TSV of sentence pairs, or a folder of these."""
+    a TSV of sentence pairs, or a folder holding any of these."""
     if path.is_dir() and (path / "corpus.jsonl").is_file():
         yield from _beir_texts(path)
     elif path.is_dir():
-        for found in walk_files(path, skip_tests=False):
-            if found.path.suffix in (".jsonl", ".tsv"):
-                yield from _exclusion_texts(found.path)
+        for child in sorted(path.iterdir()):
+            if child.is_dir() and child.name != "qrels" or child.suffix in (".jsonl", ".tsv"):
+                yield from _exclusion_texts(child)
     elif path.suffix == ".jsonl":
         with open(path, encoding="utf-8") as handle:
             for line in handle:
@@ -165,14 +165,17 @@ def code_exclusions(paths: list[tuple[Path, str | None]]) -> set[str]:
 
 
 def default_text_exclusions(data_dir: Path | None) -> list[Path]:
-    """Every evaluation set of ../shared/data (STS, classification, retrieval, code)."""
+    """Every evaluation set of ../shared/data: STS and classification files, and each
+    retrieval and code-search folder (read in the BEIR layout)."""
     if data_dir is None:
         return []
-    return [
-        data_dir / kind
+    return sorted(
+        p
         for kind in ("sts", "classification", "retrieval", "code_search")
         if (data_dir / kind).is_dir()
-    ]
+        for p in (data_dir / kind).iterdir()
+        if p.is_dir()
+    )
 
 
 def default_code_exclusions(data_dir: Path | None) -> list[tuple[Path, str]]:

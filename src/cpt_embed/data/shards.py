@@ -97,6 +97,10 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.out_dir.glob(".*.tmp"):
             stale.unlink()
+        if not manifest.is_file():
+            # before any shard: a crash after the first shard then still resumes (the
+            # manifest does not list it, so it is written again)
+            self._write_manifest(complete=False)
 
     @property
     def complete(self) -> bool:

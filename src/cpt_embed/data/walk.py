@@ -71,10 +71,18 @@ def _ignored(path: Path, is_dir: bool, ignores: list[tuple[Path, pathspec.PathSp
     return False
 
 
+VCS_DIRS = frozenset({".git", ".hg", ".svn"})
+
+
 def walk_files(
-    root: Path, *, skip_dirs: frozenset[str] = SKIP_DIRS, skip_tests: bool = True
+    root: Path,
+    *,
+    skip_dirs: frozenset[str] = SKIP_DIRS,
+    skip_tests: bool = True,
+    gitignore: bool = True,
 ) -> Iterator[Found]:
-    """Files under `root` in sorted order. A file given directly is yielded as is."""
+    """Files under `root` in sorted order (a file given directly is yielded as is);
+    `gitignore=False` ignores .gitignore files."""
     root = Path(root)
     if root.is_file():
         yield Found(root, root.parent, root.name)
@@ -83,10 +91,10 @@ def walk_files(
     for directory, dirnames, filenames in os.walk(root, followlinks=False):
         here = Path(directory)
         ignores = [(base, spec) for base, spec in ignores if here.is_relative_to(base)]
-        gitignore = here / ".gitignore"
-        if gitignore.is_file():
+        ignore_file = here / ".gitignore"
+        if gitignore and ignore_file.is_file():
             try:
-                lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
+                lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
                 ignores.append((here, pathspec.GitIgnoreSpec.from_lines(lines)))
             except OSError:
                 pass

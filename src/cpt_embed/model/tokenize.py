@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import torch
 
 from cpt_embed.model.config import SIDES, EncoderConfig, Side
 
-_LAST_SPACE = re.compile(r"\s(?=\S*$)")
 # Characters looked at per token before a long text is tokenized in full; generous, since
 # the cut is only a speed-up and is checked (see _head_ids).
 _CHARS_PER_TOKEN = 8
@@ -66,8 +64,9 @@ class DelimitedTokenizer:
     def _head_ids(self, texts: list[str], budget: int) -> list[list[int]]:
         """Token ids of each text cut to `budget`, without tokenizing megabytes of tail.
 
-        A long text is first cut at a whitespace before `budget * 8` characters; tokenizers
-        split words at whitespace, so the cut text's first tokens equal the full text's.
+        A long text is first cut at a space (U+0020) before `budget * 8` characters;
+        pre-tokenizers always end a word at a space (other whitespace can be deleted by
+        normalisers), so the cut text's first tokens equal the full text's.
         Unless the cut text yields more than `budget` tokens, a longer piece is tried.
         """
         window = max(256, budget * _CHARS_PER_TOKEN)
@@ -77,8 +76,8 @@ class DelimitedTokenizer:
             pieces, retry = [], []
             for i in pending:
                 text = texts[i]
-                cut = _LAST_SPACE.search(text, 0, window) if len(text) > window else None
-                pieces.append(text[: cut.start()] if cut else text)
+                cut = text.rfind(" ", 0, window) if len(text) > window else -1
+                pieces.append(text[:cut] if cut > 0 else text)
             encoded = self.tokenizer(pieces, add_special_tokens=False, verbose=False)["input_ids"]
             for i, piece, tokens in zip(pending, pieces, encoded, strict=True):
                 if len(piece) < len(texts[i]) and len(tokens) <= budget:

@@ -86,6 +86,7 @@ def batches(
     """Batches of `batch_size` records with no repeated x or y; a record that would
     repeat one waits for the next batch."""
     waiting: deque[dict] = deque()
+    k = None  # hard negatives per pair: the same for all, so every process gathers alike
     while True:
         batch, xs, ys, later = [], set(), set(), []
         while len(batch) < batch_size:
@@ -99,8 +100,18 @@ def batches(
                         "duplicates; use more data or a smaller batch size"
                     )
                 continue
-            if negatives_field and not isinstance(record.get(negatives_field), list):
-                raise InputError(f"a pair has no list field {negatives_field!r} of hard negatives")
+            if negatives_field:
+                negatives = record.get(negatives_field)
+                if not isinstance(negatives, list) or not negatives:
+                    raise InputError(
+                        f"a pair has no non-empty list field {negatives_field!r} of hard negatives"
+                    )
+                k = len(negatives) if k is None else k
+                if len(negatives) != k:
+                    raise InputError(
+                        f"pairs must all have the same number of hard negatives "
+                        f"in {negatives_field!r} ({k}, then {len(negatives)})"
+                    )
             batch.append(record)
             xs.add(kx)
             ys.add(ky)

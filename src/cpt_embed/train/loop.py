@@ -8,6 +8,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,27 @@ from cpt_embed.train.loss import ContrastiveLoss, world
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.pt"
+# Settings that decide the data stream and the optimiser state: resuming needs the same.
+RESUME_MUST_MATCH = (
+    "batch_size",
+    "data",
+    "seed",
+    "max_steps",
+    "schedule",
+    "lr",
+    "warmup",
+    "shuffle_buffer",
+    "learn_tau",
+    "hard_negatives",
+    "weight_decay",
+)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "cpu": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def init_distributed() -> tuple[int, int]:
@@ -170,11 +193,18 @@ class Trainer:
         }
 
     # ------------------------------------------------------------------ state
-    def save_checkpoint(self) -> Path | None:
-        """Write output/checkpoints/step-N atomically; keep the newest `keep_last`."""
+    def save_checkpoint(self) -> Path:
+        """Write output/checkpoints/step-N (model folder, each process's RNG, then state.pt
+        last: a folder without state.pt is incomplete and never resumed from); keep the
+        newest `keep_last`."""
         path = self.output / CHECKPOINTS / f"step-{self.step:07d}"
         if self.rank == 0:
             self._save_model(path)
+        with atomic_file(path / f"rng-rank{self.rank}.pt") as handle:
+            torch.save(_rng_state(), handle)
+        if self.world > 1:
+            dist.barrier()
+        if self.rank == 0:
             with atomic_file(path / STATE) as handle:
                 torch.save(self._state(), handle)
             done = sorted(p for p in path.parent.glob("step-*") if (p / STATE).is_file())
@@ -197,17 +227,14 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "loss": self.loss_fn.state_dict(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "world_size": self.world,
             "config": self.config.to_dict(),
         }
 
     def _load_state(self, checkpoint: Path) -> None:
         state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
         changed = [
-            k
-            for k in ("batch_size", "data", "seed", "max_steps", "schedule", "lr")
-            if state["config"].get(k) != self.config.to_dict().get(k)
+            k for k in RESUME_MUST_MATCH if state["config"].get(k) != self.config.to_dict().get(k)
         ]
         if changed:
             raise InputError(
@@ -217,9 +244,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state["loss"])
-        torch.set_rng_state(state["cpu_rng"])
-        if state["cuda_rng"]:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rng = checkpoint / f"rng-rank{self.rank}.pt"
+        if rng.is_file():  # absent when resuming on more processes than wrote it
+            saved = torch.load(rng, map_location="cpu", weights_only=True)
+            torch.set_rng_state(saved["cpu"])
+            if saved["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(saved["cuda"])
         self.step, self.batches_done = state["step"], state["batches_done"]
 
     def summary(self) -> dict[str, Any]:
@@ -257,9 +287,12 @@ class Trainer:
             dynamic_ncols=True,
         )
         started, pairs = time.perf_counter(), 0
+        stop = _StopFlag()
         try:
-            with bar, open(metrics, "a", encoding="utf-8") as log:
+            with bar, open(metrics, "a", encoding="utf-8") as log, stop:
                 while self.step < config.max_steps:
+                    if stop.raised:
+                        raise KeyboardInterrupt
                     row = self.train_step(next(stream))
                     pairs += config.batch_size
                     row["pairs_per_s"] = pairs / (time.perf_counter() - started)
@@ -293,6 +326,8 @@ class Trainer:
 
     def _evaluate(self, log) -> None:
         if self.rank != 0:
+            if self.world > 1:
+                dist.barrier()  # wait for rank 0's evaluation
             return
         from cpt_embed.eval import evaluate, select_tasks
         from cpt_embed.eval.data import find_data_dir
@@ -310,6 +345,29 @@ class Trainer:
             + "\n"
         )
         log.flush()
+        if self.world > 1:
+            dist.barrier()
+
+
+class _StopFlag:
+    """While active, Ctrl-C (SIGINT) only raises a flag, so the loop stops between steps
+    and the checkpoint holds a whole step, never half an optimiser update."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def train(config: TrainConfig, show_progress: bool = True) -> Path:
