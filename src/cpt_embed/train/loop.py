@@ -317,12 +317,9 @@ class Trainer:
             saved = self.save_checkpoint()
             raise KeyboardInterrupt(f"interrupted; saved {saved}, go on with --resume") from None
         self.save_checkpoint()
-        final = self.output / "model"
         if self.rank == 0:
-            self.encoder.config.logit_scale = float(self.loss_fn.scale.detach())
-            self.encoder.config.training = self.summary()
-            self.encoder.eval().save(final)
-        return final
+            self._save_model(self.output)
+        return self.output / "model"
 
     def _evaluate(self, log) -> None:
         if self.rank != 0:
