@@ -215,7 +215,7 @@ class Trainer:
         return path
 
     def _save_model(self, path: Path) -> None:
-        # the model folder first, then state.pt: a folder without state.pt is incomplete
+        # the Encoder folder of a checkpoint or of the final model, with tau and a summary
         self.encoder.config.logit_scale = float(self.loss_fn.scale.detach())
         self.encoder.config.training = self.summary()
         self.encoder.save(path / "model")
