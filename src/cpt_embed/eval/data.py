@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpt_embed.checksums import sha256_of
 from cpt_embed.errors import InputError
 
 DATA_ENV = "CPT_DATA"
@@ -48,11 +49,7 @@ class Checksums:
 
     def add(self, path: Path) -> Path:
         if str(path) not in self.files:
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    digest.update(block)
-            self.files[str(path)] = digest.hexdigest()
+            self.files[str(path)] = sha256_of(path)
         return path
 
     def combined(self) -> str:

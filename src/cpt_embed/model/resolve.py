@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 from pathlib import Path
 
+from cpt_embed.checksums import sha256_of
 from cpt_embed.errors import CptError
 
 DEFAULT_MODEL = "default"
@@ -31,15 +31,6 @@ _HUB_IGNORE = [
 
 class ModelNotFoundError(CptError, FileNotFoundError):
     """A model argument named neither a usable local folder nor a reachable hub model."""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=32)
