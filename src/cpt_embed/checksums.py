@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -13,3 +14,14 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _memoised(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256_of, remembered per (path, size, mtime) so repeated checks of big weights are free."""
+    stat = path.stat()
+    return _memoised(path, stat.st_size, stat.st_mtime_ns)

@@ -127,6 +127,7 @@ def test_cli_compares_two_models_and_writes_json_and_plot(
             str(tmp_path / "cache"),
             "--markdown",
             str(tmp_path / "r.md"),
+            "--no-compile",
         ],
     )
     assert result.exit_code == 0, result.output

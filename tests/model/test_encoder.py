@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cpt_embed import Encoder, EncoderConfig
+from cpt_embed.model.encoder import length_batches, native_bf16, to_dtype
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -59,7 +60,7 @@ def test_eos_pooling_reads_the_closing_delimiter(tiny_llama):
     ids = encoder.tokenize([text], "document")["input_ids"][0].tolist()
     assert encoder.tokenizer.decode(ids[-1:]) == "}"
     expected = _hidden(encoder, ids)[-1]
-    got = encoder.encode([text], side="document")[0]
+    got = encoder.encode([text], side="document", dtype="float32")[0]
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -73,7 +74,9 @@ def test_eos_pooling_skips_trailing_special_tokens(tiny_bert):
     ids = encoder.tokenize(["some words"], "query")["input_ids"][0].tolist()
     assert encoder.tokenizer.convert_ids_to_tokens(ids[-2:]) == ["]", "[SEP]"]
     expected = _hidden(encoder, ids)[-2]
-    np.testing.assert_allclose(encoder.encode(["some words"])[0], expected.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        encoder.encode(["some words"], dtype="float32")[0], expected.numpy(), atol=1e-5
+    )
 
 
 def test_mean_and_cls_pooling(tiny_bert):
@@ -82,12 +85,14 @@ def test_mean_and_cls_pooling(tiny_bert):
     cls = Encoder.load(tiny_bert, pooling="cls", normalize=False)
     ids = mean.tokenize([text])["input_ids"][0].tolist()
     hidden = _hidden(mean, ids)
-    np.testing.assert_allclose(mean.encode([text])[0], hidden.mean(0).numpy(), atol=1e-5)
-    np.testing.assert_allclose(cls.encode([text])[0], hidden[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        mean.encode([text], dtype="float32")[0], hidden.mean(0).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(cls.encode([text], dtype="float32")[0], hidden[0].numpy(), atol=1e-5)
 
 
 def test_vectors_are_unit_length_when_normalised(tiny_model):
-    vectors = Encoder.load(tiny_model).encode(TEXTS)
+    vectors = Encoder.load(tiny_model).encode(TEXTS, dtype="float32")
     assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), 32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -129,25 +134,58 @@ def test_long_text_cut_ignores_whitespace_that_normalisers_delete(tiny_bert):
 
 
 def test_padding_side_does_not_change_results(tiny_model):
-    right = Encoder.load(tiny_model, padding_side="right").encode(TEXTS, batch_size=8)
-    left = Encoder.load(tiny_model, padding_side="left").encode(TEXTS, batch_size=8)
+    right = Encoder.load(tiny_model, padding_side="right").encode(
+        TEXTS, batch_size=8, dtype="float32"
+    )
+    left = Encoder.load(tiny_model, padding_side="left").encode(
+        TEXTS, batch_size=8, dtype="float32"
+    )
     np.testing.assert_allclose(left, right, atol=1e-5)
 
 
 def test_result_does_not_depend_on_batch_size_or_order(tiny_model):
     encoder = Encoder.load(tiny_model)
-    one_by_one = encoder.encode(TEXTS, batch_size=1)
-    batched = encoder.encode(TEXTS, batch_size=3)
+    one_by_one = encoder.encode(TEXTS, batch_size=1, dtype="float32")
+    batched = encoder.encode(TEXTS, batch_size=3, dtype="float32")
     order = list(range(len(TEXTS)))
     random.Random(0).shuffle(order)
-    shuffled = encoder.encode([TEXTS[i] for i in order], batch_size=5)
+    shuffled = encoder.encode([TEXTS[i] for i in order], batch_size=5, dtype="float32")
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
     np.testing.assert_allclose(shuffled, one_by_one[order], atol=1e-5)
 
 
+def test_token_budget_batches_cover_every_text_once():
+    lengths = [5, 40, 12, 40, 3, 7, 100, 12]
+    batches = length_batches(lengths, batch_size=3, max_tokens=60)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) <= 3
+        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
+        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= 60
+    assert batches[0] == [6]  # longer than the budget: alone
+    assert length_batches(lengths, batch_size=100, max_tokens=None) == [
+        sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    ]
+
+
+def test_token_budget_does_not_change_results(tiny_model):
+    encoder = Encoder.load(tiny_model)
+    tight = encoder.encode(TEXTS, max_batch_tokens=16, dtype="float32")
+    loose = encoder.encode(TEXTS, max_batch_tokens=None, batch_size=64, dtype="float32")
+    np.testing.assert_allclose(tight, loose, atol=1e-5)
+
+
+def test_auto_precision_is_bf16_exactly_where_the_hardware_has_it():
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if native_bf16(cpu) else torch.float32
+    assert to_dtype("auto", cpu) == expected
+    assert to_dtype("auto", torch.device("meta")) == torch.float32
+    assert to_dtype("bf16") == torch.bfloat16 and to_dtype(None) == torch.float32
+
+
 def test_bf16_stays_close_to_fp32(tiny_model):
     encoder = Encoder.load(tiny_model)
-    fp32 = encoder.encode(TEXTS)
+    fp32 = encoder.encode(TEXTS, dtype="float32")
     bf16 = encoder.encode(TEXTS, dtype="bf16")
     cosine = (fp32 * bf16).sum(1) / np.linalg.norm(bf16, axis=1)
     assert cosine.min() > 0.99
@@ -165,6 +203,8 @@ def test_bad_inputs_fail_clearly(tiny_bert):
         encoder.encode(["ok"], batch_size=0)
     with pytest.raises(ValueError, match="dtype"):
         encoder.encode(["ok"], dtype="int3")
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        encoder.encode(["ok"], max_batch_tokens=0)
     with pytest.raises(TypeError, match="unknown Encoder setting"):
         Encoder.load(tiny_bert, poolin="mean")
     with pytest.raises(ValueError, match="pooling must be"):
@@ -187,7 +227,10 @@ def test_save_load_round_trip_is_exact(tiny_model, tmp_path):
     loaded = Encoder.load(folder)
     assert loaded.config == encoder.config
     for side in ("query", "document"):
-        np.testing.assert_array_equal(loaded.encode(TEXTS, side), encoder.encode(TEXTS, side))
+        np.testing.assert_array_equal(
+            loaded.encode(TEXTS, side, dtype="float32"),
+            encoder.encode(TEXTS, side, dtype="float32"),
+        )
     saved = json.loads((folder / "cpt_config.json").read_text())
     assert saved["max_length"] == 48 and saved["logit_scale"] == 20.0
 

@@ -6,12 +6,12 @@ import hashlib
 
 import pytest
 
+from cpt_embed.checksums import sha256_of
 from cpt_embed.model.resolve import (
     DEFAULT_MODEL_SHA256,
     ModelNotFoundError,
     default_model_dir,
     resolve_model,
-    sha256_of,
     verify_sha256,
 )
 

@@ -204,3 +204,21 @@ def test_bad_settings_and_data_fail_before_any_work(tiny_bert, pairs_file, tmp_p
         train(_config(tiny_bert, empty, tmp_path / "z"), show_progress=False)
     with pytest.raises(CptError, match="no such file or folder"):
         Trainer(_config(tmp_path / "no-model", pairs_file, tmp_path / "w"))
+
+
+def test_encoder_settings_from_yaml_shape_the_trained_model(tiny_llama, pairs_file, tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text(
+        "encoder:\n  delimiters: {query: ['<q>', '</q>'], document: ['<q>', '</q>']}\n"
+        "  pooling: mean\n"
+    )
+    flags = vars(_config(tiny_llama, pairs_file, tmp_path / "run", max_steps=2))
+    config = TrainConfig.load(yaml_file, **{k: v for k, v in flags.items() if k != "encoder"})
+    assert config.encoder["pooling"] == "mean"
+    trained = Encoder.load(train(config, show_progress=False))
+    assert trained.config.pooling == "mean"
+    assert trained.config.delimiters["document"] == ("<q>", "</q>")
+    with pytest.raises(InputError, match="pooling must be"):
+        Trainer(_config(tiny_llama, pairs_file, tmp_path / "bad", encoder={"pooling": "max"}))
+    with pytest.raises(InputError, match="encoder must be a mapping"):
+        TrainConfig(encoder=["pooling", "mean"])

@@ -7,41 +7,19 @@ leaves only whole entries.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cpt_embed.atomic import atomic_file
 from cpt_embed.model import Encoder
-
-CACHE_ENV = "CPT_CACHE"
-# Settings that change no embedding.
-_IRRELEVANT = ("logit_scale", "base_model", "training", "padding_side")
+from cpt_embed.model.fingerprint import model_fingerprint
+from cpt_embed.paths import cache_root
 
 
 def default_cache_dir() -> Path:
     """$CPT_CACHE/embeddings, else ~/.cache/cpt-embed/embeddings."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cpt-embed"
-    return Path(root) / "embeddings"
-
-
-def model_fingerprint(encoder: Encoder) -> str:
-    """sha256 over the settings that shape embeddings, the tokenizer and every weight."""
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in encoder.config.to_dict().items() if k not in _IRRELEVANT}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    backend = getattr(encoder.tokenizer, "backend_tokenizer", None)
-    digest.update((backend.to_str() if backend is not None else repr(encoder.tokenizer)).encode())
-    for name, tensor in sorted(encoder.backbone.state_dict().items()):
-        digest.update(name.encode())
-        data = tensor.detach().cpu().contiguous()
-        if data.dtype == torch.bfloat16:
-            data = data.view(torch.int16)
-        digest.update(data.numpy().tobytes())
-    return digest.hexdigest()
+    return cache_root() / "embeddings"
 
 
 def texts_fingerprint(texts: list[str]) -> str:
@@ -62,14 +40,16 @@ class CachedEncoder:
         encoder: Encoder,
         cache_dir: Path | None,
         *,
-        batch_size: int = 64,
+        batch_size: int = 128,
         dtype: str = "float32",
+        compile: bool = False,
         show_progress: bool = True,
     ) -> None:
         self.encoder = encoder
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.dtype = dtype
+        self.compile = compile
         self.show_progress = show_progress
         self.fingerprint = model_fingerprint(encoder) if cache_dir is not None else None
         self.hits = 0
@@ -96,6 +76,7 @@ class CachedEncoder:
             side=side,
             batch_size=self.batch_size,
             dtype=self.dtype,
+            compile=self.compile,
             show_progress=self.show_progress,
         )
         self.misses += 1

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cpt_embed.atomic import atomic_file
 from cpt_embed.eval.classification import SENTEVAL_7
+from cpt_embed.eval.context import TaskResult
 from cpt_embed.eval.suite import ModelReport
 
 
@@ -52,6 +53,23 @@ def write_json(reports: list[ModelReport], path: Path) -> Path:
         json.dump(to_json(reports), handle, indent=2)
         handle.write("\n")
     return path
+
+
+def read_json(path: Path) -> list[ModelReport]:
+    """The reports a `write_json` file holds, to compare or print them again."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    reports = []
+    for item in data["models"]:
+        report = ModelReport(
+            item["model"],
+            item["settings"],
+            [TaskResult(**r) for r in item["results"]],
+            item.get("data_files", {}),
+            item.get("data_checksum", ""),
+            item.get("seconds", 0.0),
+        )
+        reports.append(report)
+    return reports
 
 
 def _delta(value: float) -> str:

@@ -18,6 +18,7 @@ from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
 from cpt_embed.model import Encoder
+from cpt_embed.model.encoder import dtype_name, to_dtype
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ def evaluate(
     data_dir: Path,
     *,
     cache_dir: Path | None,
-    batch_size: int = 64,
-    dtype: str = "float32",
+    batch_size: int = 128,
+    dtype: str = "auto",
+    compile: bool = False,
     symmetric_side: str = "query",
     seed: int = 0,
     device: str | None = None,
@@ -125,8 +127,14 @@ def evaluate(
     started = time.perf_counter()
     name = model if isinstance(model, str) else (model.config.base_model or "encoder")
     encoder = Encoder.load(model, device=device) if isinstance(model, str) else model
+    dtype = dtype_name(to_dtype(dtype, encoder.device))
     embedder = CachedEncoder(
-        encoder, cache_dir, batch_size=batch_size, dtype=dtype, show_progress=show_progress
+        encoder,
+        cache_dir,
+        batch_size=batch_size,
+        dtype=dtype,
+        compile=compile,
+        show_progress=show_progress,
     )
     ctx = Context(embedder, data_dir, symmetric_side=symmetric_side, seed=seed)
     settings = {
@@ -134,6 +142,7 @@ def evaluate(
         "model_fingerprint": embedder.fingerprint,
         "encoder": encoder.config.to_dict(),
         "dtype": dtype,
+        "compile": compile,
         "batch_size": batch_size,
         "symmetric_side": symmetric_side,
         "seed": seed,

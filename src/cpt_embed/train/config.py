@@ -21,9 +21,11 @@ from cpt_embed.train.loss import TAU_INIT, TAU_MAX
 @dataclasses.dataclass
 class TrainConfig:
     """Everything one training run needs; `data` holds pair files, folders or globs, each
-    optionally with a mixing weight as `path:weight`."""
+    optionally with a mixing weight as `path:weight`; `encoder` replaces settings of the
+    start point's EncoderConfig (e.g. delimiters, pooling) before training."""
 
     model: str = "default"
+    encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
     data: list[str] = dataclasses.field(default_factory=list)
     output: str = "runs/train"
     batch_size: int = 256
@@ -74,6 +76,10 @@ class TrainConfig:
             problems.append(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2: in-batch negatives need two pairs")
+        if not isinstance(self.encoder, dict):
+            problems.append(
+                f"encoder must be a mapping of EncoderConfig settings, got {self.encoder!r}"
+            )
         if self.eval_every < 0:
             problems.append(f"eval_every must be >= 0, got {self.eval_every}")
         if problems:

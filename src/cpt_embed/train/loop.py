@@ -41,6 +41,7 @@ RESUME_MUST_MATCH = (
     "learn_tau",
     "hard_negatives",
     "weight_decay",
+    "encoder",
 )
 
 
@@ -109,11 +110,16 @@ class Trainer:
                 f"{self.output} holds checkpoints; pass --resume to go on or "
                 "choose another --output"
             )
-        overrides = {"max_length": config.max_length} if config.max_length else {}
+        overrides = {} if checkpoint else dict(config.encoder)
+        if config.max_length:
+            overrides["max_length"] = config.max_length
         torch.manual_seed(config.seed)
-        self.encoder = Encoder.load(
-            checkpoint / "model" if checkpoint else config.model, device=device, **overrides
-        ).train()
+        try:
+            self.encoder = Encoder.load(
+                checkpoint / "model" if checkpoint else config.model, device=device, **overrides
+            ).train()
+        except (TypeError, ValueError) as err:
+            raise InputError(f"model {config.model!r} with settings {overrides}: {err}") from None
         if config.gradient_checkpointing:
             self.encoder.backbone.gradient_checkpointing_enable()
         self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
