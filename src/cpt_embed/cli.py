@@ -542,5 +542,115 @@ def train(
         err_console.print(f"trained model: {final}", highlight=False)
 
 
+index_app = typer.Typer(
+    help="Build and update semantic search indexes over folders of code and documents.",
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
+
+
+class IndexKind(str, Enum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+def _print_index_report(report) -> None:
+    err_console.print(
+        f"{report.path}: {report.files:,} files, {report.chunks:,} chunks, "
+        f"{report.embedded:,} embedded, {report.removed_files:,} files dropped "
+        f"in {report.seconds:.1f}s",
+        highlight=False,
+    )
+
+
+@index_app.command("build")
+@_user_errors
+def index_build(
+    paths: Annotated[list[Path], typer.Argument(help="Folders and files to index.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to write.")],
+    model: ModelOption = "default",
+    kind: Annotated[
+        IndexKind,
+        typer.Option(help="flat: exact search; hnsw or ivfpq: approximate, for millions."),
+    ] = IndexKind.flat,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+) -> None:
+    """Chunk code per function and documents per section or paragraph, embed the chunks as
+    documents, and write a FAISS + SQLite index (atomically)."""
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import build_index
+
+    _quiet_transformers()
+    encoder = Encoder.load(model, device=device)
+    _print_index_report(build_index(paths, output, encoder, model_name=model, kind=kind.value))
+
+
+@index_app.command("update")
+@_user_errors
+def index_update(
+    index: Annotated[Path, typer.Argument(help="Index folder from `cpt index build`.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the index's model.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+) -> None:
+    """Re-index the index's folders: embed changed and new files only, drop deleted ones."""
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import read_manifest, update_index
+
+    _quiet_transformers()
+    name = model or read_manifest(index)["model"]
+    encoder = Encoder.load(name, device=device)
+    _print_index_report(update_index(index, encoder, name))
+
+
+@app.command()
+@_user_errors
+def search(
+    index: Annotated[Path, typer.Argument(help="Index folder from `cpt index build`.")],
+    query: Annotated[str, typer.Argument(help="What to look for, in plain language.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits to show.")] = 10,
+    lang: Annotated[
+        str | None, typer.Option(help="Only this language: python/py, go, markdown, text...")
+    ] = None,
+    path_glob: Annotated[
+        str | None, typer.Option(help="Only paths matching this glob, e.g. '*/json/*'.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Default: the index's model.")
+    ] = None,
+) -> None:
+    """Search an index: ranked chunks with score, path:line and a highlighted snippet."""
+    import json as json_module
+
+    from rich.text import Text
+
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import Searcher, hits_to_dicts, read_manifest
+
+    _quiet_transformers()
+    name = model or read_manifest(index)["model"]
+    searcher = Searcher(index, Encoder.load(name), name)
+    hits = searcher.search(query, k, language=lang, path_glob=path_glob)
+    if as_json:
+        print(json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1))
+        return
+    console = Console()
+    if not hits:
+        console.print("no hits")
+    words = [w for w in query.split() if len(w) > 2]
+    for rank, hit in enumerate(hits, 1):
+        title = f"{rank:>2}. {hit.score:.3f}  {hit.path}:{hit.start_line}-{hit.end_line}"
+        console.print(Text(title + (f"  {hit.name}" if hit.name else ""), style="bold"))
+        lines = hit.text.splitlines()
+        snippet = Text("\n".join("    " + line for line in lines[:8]))
+        if len(lines) > 8:
+            snippet.append(f"\n    ... {len(lines) - 8} more lines", style="dim")
+        snippet.highlight_words(words, style="bold yellow", case_sensitive=False)
+        console.print(snippet)
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -330,6 +330,24 @@ def extract_functions(source: bytes, language: str) -> tuple[list[Function], int
     return found, broken
 
 
+def function_spans(source: bytes, language: str) -> list[tuple[str, int, int]]:
+    """(name, first line, last line) of every function and method, documented or not,
+    outermost only (a function nested in another is part of it); 1-based lines."""
+    spec = LANGUAGES[language]
+    tree = parser_for(language).parse(source)
+    spans = []
+    stack = [tree.root_node]
+    while stack:
+        current = stack.pop()
+        node = _function_node(current, spec)
+        if node is not None and not node.has_error:
+            first = node.parent if node.parent.type == "decorated_definition" else node
+            spans.append((_name(node), first.start_point.row + 1, node.end_point.row + 1))
+            continue
+        stack.extend(reversed(current.children))
+    return sorted(spans, key=lambda span: span[1])
+
+
 def normalized_hash(text: str) -> str:
     """Hash of the text with case and all whitespace runs ignored."""
     return hashlib.sha1(" ".join(text.lower().split()).encode()).hexdigest()

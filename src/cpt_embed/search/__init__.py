@@ -1,0 +1,1 @@
+"""Semantic search over files: chunking, a FAISS + SQLite index on disk, queries."""

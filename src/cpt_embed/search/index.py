@@ -1,0 +1,354 @@
+"""A search index on disk: chunk vectors in FAISS, their files and lines in SQLite.
+
+    INDEX/manifest.json   model, its fingerprint, dimension, FAISS kind, roots, counts
+    INDEX/vectors.npy     float32 (n, dim), row i = chunk i: the source of truth
+    INDEX/vectors.faiss   the FAISS index over those rows (exact inner product by default)
+    INDEX/meta.sqlite     chunks (row, path, language, lines, name, text, hash), files (hash)
+
+Every build and update writes a whole new folder beside the old one and swaps it in with
+a rename, so a crash or Ctrl-C at any moment leaves the previous index usable.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from cpt_embed.atomic import atomic_dir
+from cpt_embed.data.walk import walk_files
+from cpt_embed.errors import InputError
+from cpt_embed.model import Encoder
+from cpt_embed.model.fingerprint import model_fingerprint
+from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KINDS = ("flat", "hnsw", "ivfpq")
+_SCHEMA = """
+CREATE TABLE chunks (row INTEGER PRIMARY KEY, path TEXT, language TEXT, start_line INTEGER,
+                     end_line INTEGER, name TEXT, text TEXT, hash TEXT);
+CREATE INDEX chunks_path ON chunks(path);
+CREATE TABLE files (path TEXT PRIMARY KEY, root TEXT, hash TEXT);
+"""
+
+
+@dataclass
+class Hit:
+    """One search result."""
+
+    score: float
+    path: str
+    language: str
+    start_line: int
+    end_line: int
+    name: str
+    text: str
+
+
+@dataclass
+class IndexReport:
+    """What a build or update did."""
+
+    path: Path
+    files: int
+    chunks: int
+    embedded: int
+    removed_files: int
+    seconds: float
+    counts: dict[str, int]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _found_files(roots: list[Path]) -> dict[str, tuple[Path, Path]]:
+    """Indexable files by their key (root name + relative path): (path, root)."""
+    found: dict[str, tuple[Path, Path]] = {}
+    for root in roots:
+        if not root.exists():
+            raise InputError(f"{root}: no such file or folder")
+        for item in walk_files(root, skip_tests=False):
+            if kind_of(item.path) is not None:
+                key = f"{root.resolve().name}/{item.relative}" if root.is_dir() else item.relative
+                found[key] = (item.path, root)
+    return found
+
+
+def faiss_index(vectors: np.ndarray, kind: str):
+    """A FAISS index over unit vectors for inner-product search: exact (`flat`), HNSW, or
+    IVF-PQ (trained on the vectors; for millions of rows)."""
+    import faiss
+
+    dim = vectors.shape[1]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = 128
+    elif kind == "ivfpq":
+        lists = max(1, min(4096, int(np.sqrt(len(vectors)))))
+        sub = next(m for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0)
+        index = faiss.IndexIVFPQ(
+            faiss.IndexFlatIP(dim), dim, lists, sub, 8, faiss.METRIC_INNER_PRODUCT
+        )
+        if len(vectors) < lists * 39:
+            raise InputError(
+                f"--kind ivfpq needs at least {lists * 39} chunks to train; use flat or hnsw"
+            )
+        index.train(vectors)
+        index.nprobe = min(lists, 16)
+    else:
+        raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+def build_index(
+    roots: list[Path],
+    out: Path,
+    encoder: Encoder,
+    *,
+    model_name: str,
+    kind: str = "flat",
+    previous: Path | None = None,
+    batch_size: int = 128,
+    show_progress: bool = True,
+) -> IndexReport:
+    """Index the files under `roots` into `out`; with `previous`, reuse the vectors of every
+    file whose content hash is unchanged (that is `cpt index update`)."""
+    import faiss
+
+    if kind not in KINDS:
+        raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
+    started = time.perf_counter()
+    fingerprint = model_fingerprint(encoder)
+    counts: Counter = Counter()
+    found = _found_files([Path(r) for r in roots])
+    old_rows: dict[str, list[tuple]] = {}
+    old_vectors = None
+    if previous is not None:
+        manifest = read_manifest(previous)
+        check_model(manifest, fingerprint, model_name)
+        old_vectors = np.load(previous / "vectors.npy", mmap_mode="r")
+        with sqlite3.connect(previous / "meta.sqlite") as db:
+            hashes = dict(db.execute("SELECT path, hash FROM files"))
+            for row in db.execute(
+                "SELECT row, path, language, start_line, end_line, name, text, hash FROM chunks"
+            ):
+                old_rows.setdefault(row[1], []).append(row)
+    else:
+        hashes = {}
+    chunks: list[Chunk] = []
+    reused: list[int] = []  # old row of each chunk, or -1 to embed
+    files: list[tuple[str, str, str]] = []
+    for key, (path, root) in tqdm(
+        sorted(found.items()), desc="reading", unit="file", disable=not show_progress
+    ):
+        try:
+            digest = _sha256(path.read_bytes())
+        except OSError:
+            counts["file_unreadable"] += 1
+            continue
+        files.append((key, str(root), digest))
+        if hashes.get(key) == digest:
+            for row in old_rows.get(key, []):
+                chunks.append(Chunk(row[1], row[2], row[3], row[4], row[6], row[5]))
+                reused.append(row[0])
+            counts["files_unchanged"] += 1
+            continue
+        for chunk in chunk_file(path, key, counts):
+            chunks.append(chunk)
+            reused.append(-1)
+        counts["files_embedded"] += 1
+    removed = len(set(hashes) - set(found))
+    fresh = [i for i, old in enumerate(reused) if old < 0]
+    vectors = np.zeros((len(chunks), encoder.dim), dtype=np.float32)
+    if fresh:
+        vectors[fresh] = encoder.encode(
+            [chunks[i].text for i in fresh],
+            side="document",
+            batch_size=batch_size,
+            compile=len(fresh) >= 20_000,
+            show_progress=show_progress,
+        )
+    kept = [i for i, old in enumerate(reused) if old >= 0]
+    if kept and old_vectors is not None:
+        vectors[kept] = old_vectors[[reused[i] for i in kept]]
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "vectors.npy", vectors)
+        faiss.write_index(faiss_index(vectors, kind), str(tmp / "vectors.faiss"))
+        with sqlite3.connect(tmp / "meta.sqlite") as db:
+            db.executescript(_SCHEMA)
+            db.executemany(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        i,
+                        c.path,
+                        c.language,
+                        c.start_line,
+                        c.end_line,
+                        c.name,
+                        c.text,
+                        _sha256(c.text.encode("utf-8", "surrogatepass")),
+                    )
+                    for i, c in enumerate(chunks)
+                ),
+            )
+            db.executemany("INSERT INTO files VALUES (?, ?, ?)", files)
+        db.close()
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": model_name,
+            "model_fingerprint": fingerprint,
+            "dim": encoder.dim,
+            "kind": kind,
+            "roots": [str(Path(r).resolve()) for r in roots],
+            "files": len(files),
+            "chunks": len(chunks),
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return IndexReport(
+        out,
+        len(files),
+        len(chunks),
+        len(fresh),
+        removed,
+        time.perf_counter() - started,
+        dict(counts),
+    )
+
+
+def read_manifest(index: Path) -> dict[str, Any]:
+    """The manifest of an index folder, or a clear error for anything else."""
+    path = Path(index) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{index}: not an index (no {MANIFEST}); build one with cpt index build"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: unreadable ({err}); rebuild the index") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(
+            f"{index}: index format {manifest.get('format_version')}, this cpt-embed "
+            f"reads {FORMAT_VERSION}; rebuild it"
+        )
+    return manifest
+
+
+def check_model(manifest: dict[str, Any], fingerprint: str, model_name: str) -> None:
+    """Refuse a query model other than the one the index was built with."""
+    if manifest["model_fingerprint"] != fingerprint:
+        raise InputError(
+            f"model {model_name!r} is not the model this index was built with "
+            f"({manifest['model']!r}); pass --model {manifest['model']} or rebuild the index"
+        )
+
+
+class Searcher:
+    """Queries one index folder with its model."""
+
+    def __init__(self, index: Path, encoder: Encoder, model_name: str) -> None:
+        import faiss
+
+        self.path = Path(index)
+        self.manifest = read_manifest(self.path)
+        check_model(self.manifest, model_fingerprint(encoder), model_name)
+        self.encoder = encoder
+        self.faiss = faiss.read_index(str(self.path / "vectors.faiss"))
+        self.vectors = np.load(self.path / "vectors.npy", mmap_mode="r")
+        self.db = sqlite3.connect(self.path / "meta.sqlite", check_same_thread=False)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        language: str | None = None,
+        path_glob: str | None = None,
+    ) -> list[Hit]:
+        """The k chunks most similar to `query`, optionally only of one language and/or
+        paths matching a glob (filtered searches are exact over the matching chunks)."""
+        if k < 1:
+            raise InputError(f"k must be >= 1, got {k}")
+        vector = self.encoder.encode([query], side="query")
+        if language or path_glob:
+            rows = self._filtered(language, path_glob)
+            if not rows:
+                return []
+            scores = np.asarray(self.vectors[rows]) @ vector[0]
+            top = np.argsort(-scores, kind="stable")[:k]
+            pairs = [(float(scores[i]), rows[i]) for i in top]
+        else:
+            scores, ids = self.faiss.search(vector, min(k, max(1, self.faiss.ntotal)))
+            pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return [self._hit(score, row) for score, row in pairs]
+
+    def _filtered(self, language: str | None, path_glob: str | None) -> list[int]:
+        sql, args = "SELECT row, path FROM chunks", []
+        if language:
+            sql += " WHERE language = ?"
+            args.append(_LANGUAGE_ALIASES.get(language, language))
+        rows = self.db.execute(sql, args).fetchall()
+        if path_glob:
+            rows = [
+                r
+                for r in rows
+                if fnmatch.fnmatch(r[1], path_glob) or fnmatch.fnmatch(r[1], f"*/{path_glob}")
+            ]
+        return [r[0] for r in rows]
+
+    def _hit(self, score: float, row: int) -> Hit:
+        path, language, start, end, name, text = self.db.execute(
+            "SELECT path, language, start_line, end_line, name, text FROM chunks WHERE row = ?",
+            (row,),
+        ).fetchone()
+        return Hit(score, path, language, start, end, name, text)
+
+
+_LANGUAGE_ALIASES = {
+    "py": "python",
+    "js": "javascript",
+    "ts": "typescript",
+    "rb": "ruby",
+    "rs": "rust",
+    "md": "markdown",
+    "txt": "text",
+}
+
+
+def update_index(index: Path, encoder: Encoder, model_name: str | None = None, **kw) -> IndexReport:
+    """Re-index the roots recorded in `index`: embed changed and new files only, drop
+    deleted ones; an unchanged tree embeds nothing."""
+    manifest = read_manifest(index)
+    roots = [Path(r) for r in manifest["roots"]]
+    return build_index(
+        roots,
+        Path(index),
+        encoder,
+        model_name=model_name or manifest["model"],
+        kind=kw.pop("kind", manifest["kind"]),
+        previous=Path(index),
+        **kw,
+    )
+
+
+def hits_to_dicts(hits: Iterable[Hit]) -> list[dict[str, Any]]:
+    """Hits as plain dicts (for --json and the HTTP API)."""
+    return [hit.__dict__.copy() for hit in hits]

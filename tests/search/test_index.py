@@ -1,0 +1,171 @@
+"""Index build, update, search and filters with the default model on a small real-looking
+repository; a build killed midway leaves the previous index usable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cpt_embed import Encoder
+from cpt_embed.cli import app
+from cpt_embed.errors import InputError
+from cpt_embed.search.index import Searcher, build_index, read_manifest, update_index
+
+FILES = {
+    "pkg/jsonutil.py": '''
+def parse_json(text):
+    """Parse a JSON document from a string."""
+    import json
+    return json.loads(text)
+
+
+def reverse_list(items):
+    """Return the items in reverse order."""
+    return items[::-1]
+''',
+    "pkg/mail.py": '''
+def send_email(to, subject, body):
+    """Send an email message over SMTP."""
+    import smtplib
+    with smtplib.SMTP("localhost") as server:
+        server.sendmail("me@example.com", [to], f"Subject: {subject}\\n\\n{body}")
+''',
+    "docs/guide.md": "# Cooking\n\nBoil the pasta for ten minutes.\n\n# Gardening\n\n"
+    "Water the tomatoes every morning.\n",
+}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder.load("default")
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = tmp_path / "repo"
+    for name, text in FILES.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_search_finds_the_right_function_and_section(repo, tmp_path, encoder):
+    report = build_index([repo], tmp_path / "idx", encoder, model_name="default")
+    assert report.files == 3 and report.embedded == report.chunks
+    searcher = Searcher(tmp_path / "idx", encoder, "default")
+    best = searcher.search("decode a json string", k=3)[0]
+    assert (best.path, best.name, best.start_line) == ("repo/pkg/jsonutil.py", "parse_json", 2)
+    assert searcher.search("how long to cook spaghetti", k=1)[0].text.startswith("# Cooking")
+    mail = searcher.search("send an email", k=1, language="py")[0]
+    assert mail.name == "send_email"
+    only_docs = searcher.search("decode a json string", k=5, path_glob="docs/*")
+    assert only_docs and {h.language for h in only_docs} == {"markdown"}
+    assert searcher.search("anything", k=5, language="go") == []
+    # scores are the cosines of the query with the stored chunk vectors
+    vectors = np.load(tmp_path / "idx" / "vectors.npy")
+    query = encoder.encode(["decode a json string"])[0]
+    assert best.score == pytest.approx(float((vectors @ query).max()), abs=1e-5)
+
+
+def test_update_embeds_only_what_changed(repo, tmp_path, encoder):
+    index = tmp_path / "idx"
+    first = build_index([repo], index, encoder, model_name="default")
+    again = update_index(index, encoder)
+    assert again.embedded == 0 and again.chunks == first.chunks
+    (repo / "pkg" / "mail.py").write_text(FILES["pkg/mail.py"].replace("SMTP", "SMTP_SSL"))
+    (repo / "docs" / "guide.md").unlink()
+    (repo / "pkg" / "new.py").write_text(
+        'def shout(s):\n    """Upper-case."""\n    return s.upper()\n'
+    )
+    changed = update_index(index, encoder)
+    assert changed.embedded == 2 and changed.removed_files == 1
+    assert read_manifest(index)["files"] == 3
+    searcher = Searcher(index, encoder, "default")
+    assert searcher.search("upper case a string", k=1)[0].name == "shout"
+    assert all(h.language != "markdown" for h in searcher.search("pasta", k=10))
+    fresh = build_index([repo], tmp_path / "fresh", encoder, model_name="default")
+    np.testing.assert_allclose(
+        np.sort(np.load(index / "vectors.npy"), axis=0),
+        np.sort(np.load(tmp_path / "fresh" / "vectors.npy"), axis=0),
+        atol=1e-6,
+    )
+    assert fresh.chunks == changed.chunks
+
+
+def test_wrong_model_and_bad_paths_fail_clearly(repo, tmp_path, encoder, tiny_bert):
+    build_index([repo], tmp_path / "idx", encoder, model_name="default")
+    with pytest.raises(InputError, match="not the model this index was built with"):
+        Searcher(tmp_path / "idx", Encoder.load(tiny_bert), str(tiny_bert))
+    with pytest.raises(InputError, match="not an index"):
+        Searcher(tmp_path, encoder, "default")
+    with pytest.raises(InputError, match="no such file or folder"):
+        build_index([tmp_path / "missing"], tmp_path / "x", encoder, model_name="default")
+
+
+def test_hnsw_finds_what_exact_search_finds(repo, tmp_path, encoder):
+    build_index([repo], tmp_path / "hnsw", encoder, model_name="default", kind="hnsw")
+    searcher = Searcher(tmp_path / "hnsw", encoder, "default")
+    assert searcher.search("decode a json string", k=1)[0].name == "parse_json"
+    assert read_manifest(tmp_path / "hnsw")["kind"] == "hnsw"
+
+
+def test_cli_build_search_json(repo, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["index", "build", str(repo), "-o", str(tmp_path / "idx")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["search", str(tmp_path / "idx"), "send mail", "-k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    assert hits[0]["name"] == "send_email" and len(hits) == 2
+    shown = runner.invoke(app, ["search", str(tmp_path / "idx"), "send mail", "-k", "1"])
+    assert "repo/pkg/mail.py:2-6" in shown.stdout and "send_email" in shown.stdout
+
+
+_SLOW_UPDATE = """
+import sys, time
+from cpt_embed import Encoder
+from cpt_embed.search import index as module
+encoder = Encoder.load("default")
+real = encoder.encode
+def slow(texts, **kw):
+    print("embedding", flush=True)
+    time.sleep(60)
+    return real(texts, **kw)
+encoder.encode = slow
+module.update_index(sys.argv[1], encoder)
+"""
+
+
+def test_killing_an_update_midway_leaves_the_previous_index_usable(repo, tmp_path, encoder):
+    index = tmp_path / "idx"
+    build_index([repo], index, encoder, model_name="default")
+    before = Searcher(index, encoder, "default").search("decode a json string", k=3)
+    (repo / "pkg" / "extra.py").write_text('def ping():\n    """Ping."""\n    return 1\n')
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_UPDATE, str(index)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    try:
+        assert process.stdout.readline().strip() == "embedding"
+        time.sleep(0.5)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    after = Searcher(index, encoder, "default").search("decode a json string", k=3)
+    assert [(h.path, h.start_line, h.score) for h in after] == [
+        (h.path, h.start_line, h.score) for h in before
+    ]
+    assert read_manifest(index)["files"] == 3
+    update_index(index, encoder)  # and the next update completes
+    assert read_manifest(index)["files"] == 4
