@@ -652,5 +652,64 @@ def search(
         console.print(snippet)
 
 
+@app.command()
+@_user_errors
+def serve(
+    model: ModelOption = "default",
+    index: Annotated[
+        Path | None, typer.Option(help="Index folder to serve /v1/search and the page from.")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes the server to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CPT_API_KEY",
+            help="Require `Authorization: Bearer KEY` on /v1/* (or set $CPT_API_KEY).",
+        ),
+    ] = None,
+    max_batch_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens per micro-batch of concurrent requests.")
+    ] = 16_384,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="How long a micro-batch waits to fill.")
+    ] = 5.0,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Texts waiting at most; beyond that requests get 503.")
+    ] = 4096,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+) -> None:
+    """Serve the model over HTTP: OpenAI-compatible POST /v1/embeddings, POST /v1/search,
+    GET /health, GET /metrics, and a search page at /."""
+    import uvicorn
+
+    from cpt_embed.model import Encoder
+    from cpt_embed.serve.app import create_app
+
+    _quiet_transformers()
+    encoder = Encoder.load(model, device=device)
+    searcher = None
+    if index is not None:
+        from cpt_embed.search.index import Searcher
+
+        searcher = Searcher(index, encoder, model)
+    app_ = create_app(
+        encoder,
+        model,
+        searcher=searcher,
+        api_key=api_key,
+        max_batch_tokens=max_batch_tokens,
+        max_wait=max_wait_ms / 1000,
+        max_queue=max_queue,
+    )
+    err_console.print(
+        f"serving {model} on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1)",
+        highlight=False,
+    )
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -285,9 +285,21 @@ class Searcher:
     ) -> list[Hit]:
         """The k chunks most similar to `query`, optionally only of one language and/or
         paths matching a glob (filtered searches are exact over the matching chunks)."""
+        vector = self.encoder.encode([query], side="query")[0]
+        return self.search_vector(vector, k, language=language, path_glob=path_glob)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        language: str | None = None,
+        path_glob: str | None = None,
+    ) -> list[Hit]:
+        """`search` for a query already embedded (query side, this index's model)."""
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
-        vector = self.encoder.encode([query], side="query")
+        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if language or path_glob:
             rows = self._filtered(language, path_glob)
             if not rows:

@@ -1,0 +1,1 @@
+"""The HTTP server: OpenAI-compatible embeddings, search, health, metrics, a search page."""
