@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-all lint reproduce clean
+.PHONY: setup demo test test-all lint reproduce browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,14 @@ reproduce: setup
 test: setup
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: setup
+# Debian's chromium + chromedriver for the search page test (best effort: without them
+# that test is skipped).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ( $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium chromium-driver \
+	    >/dev/null 2>&1 || echo "chromium not installed: the search page test will be skipped" )
+
+test-all: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
