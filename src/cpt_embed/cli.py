@@ -574,6 +574,10 @@ def index_build(
         IndexKind,
         typer.Option(help="flat: exact search; hnsw or ivfpq: approximate, for millions."),
     ] = IndexKind.flat,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="gitignore-style pattern of paths to leave out; repeat it."),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
 ) -> None:
     """Chunk code per function and documents per section or paragraph, embed the chunks as
@@ -583,7 +587,10 @@ def index_build(
 
     _quiet_transformers()
     encoder = Encoder.load(model, device=device)
-    _print_index_report(build_index(paths, output, encoder, model_name=model, kind=kind.value))
+    report = build_index(
+        paths, output, encoder, model_name=model, kind=kind.value, exclude=exclude or []
+    )
+    _print_index_report(report)
 
 
 @index_app.command("update")

@@ -169,3 +169,12 @@ def test_killing_an_update_midway_leaves_the_previous_index_usable(repo, tmp_pat
     assert read_manifest(index)["files"] == 3
     update_index(index, encoder)  # and the next update completes
     assert read_manifest(index)["files"] == 4
+
+
+def test_excluded_paths_stay_out_and_updates_keep_the_patterns(repo, tmp_path, encoder):
+    index = tmp_path / "idx"
+    report = build_index([repo], index, encoder, model_name="default", exclude=["docs/"])
+    assert report.files == 2
+    (repo / "docs" / "more.md").write_text("# More\n\ntext\n")
+    assert update_index(index, encoder).files == 2
+    assert read_manifest(index)["exclude"] == ["docs/"]

@@ -73,14 +73,18 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _found_files(roots: list[Path]) -> dict[str, tuple[Path, Path]]:
-    """Indexable files by their key (root name + relative path): (path, root)."""
+def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path, Path]]:
+    """Indexable files by their key (root name + relative path): (path, root); `exclude`
+    holds gitignore-style patterns matched against the path below its root."""
+    import pathspec
+
+    skip = pathspec.GitIgnoreSpec.from_lines(exclude)
     found: dict[str, tuple[Path, Path]] = {}
     for root in roots:
         if not root.exists():
             raise InputError(f"{root}: no such file or folder")
         for item in walk_files(root, skip_tests=False):
-            if kind_of(item.path) is not None:
+            if kind_of(item.path) is not None and not skip.match_file(item.relative):
                 key = f"{root.resolve().name}/{item.relative}" if root.is_dir() else item.relative
                 found[key] = (item.path, root)
     return found
@@ -123,12 +127,14 @@ def build_index(
     *,
     model_name: str,
     kind: str = "flat",
+    exclude: list[str] | None = None,
     previous: Path | None = None,
     batch_size: int = 128,
     show_progress: bool = True,
 ) -> IndexReport:
-    """Index the files under `roots` into `out`; with `previous`, reuse the vectors of every
-    file whose content hash is unchanged (that is `cpt index update`)."""
+    """Index the files under `roots` (minus gitignore-style `exclude` patterns) into `out`;
+    with `previous`, reuse the vectors of every file whose content hash is unchanged (that
+    is `cpt index update`)."""
     import faiss
 
     if kind not in KINDS:
@@ -136,7 +142,8 @@ def build_index(
     started = time.perf_counter()
     fingerprint = model_fingerprint(encoder)
     counts: Counter = Counter()
-    found = _found_files([Path(r) for r in roots])
+    exclude = list(exclude or [])
+    found = _found_files([Path(r) for r in roots], exclude)
     old_rows: dict[str, list[tuple]] = {}
     old_vectors = None
     if previous is not None:
@@ -217,6 +224,7 @@ def build_index(
             "dim": encoder.dim,
             "kind": kind,
             "roots": [str(Path(r).resolve()) for r in roots],
+            "exclude": exclude,
             "files": len(files),
             "chunks": len(chunks),
             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -356,6 +364,7 @@ def update_index(index: Path, encoder: Encoder, model_name: str | None = None, *
         encoder,
         model_name=model_name or manifest["model"],
         kind=kw.pop("kind", manifest["kind"]),
+        exclude=manifest.get("exclude", []),
         previous=Path(index),
         **kw,
     )

@@ -198,6 +198,17 @@ def create_app(
             texts.append(tokenizer.decode(item, skip_special_tokens=True))
         return texts
 
+    async def embed(texts: list[str], side: str, tokens: int) -> np.ndarray:
+        try:
+            return await batcher.embed(texts, side, tokens)
+        except QueueFull:
+            raise ApiError(
+                503,
+                "the server is at capacity; retry shortly",
+                kind="server_error",
+                code="overloaded",
+            ) from None
+
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
         if body.model != model_name:
@@ -230,15 +241,7 @@ def create_app(
                 param="input",
             )
         used = [min(n, limit) for n in lengths]
-        try:
-            vectors = await batcher.embed(texts, body.input_type, sum(used))
-        except QueueFull:
-            raise ApiError(
-                503,
-                "the server is at capacity; retry shortly",
-                kind="server_error",
-                code="overloaded",
-            ) from None
+        vectors = await embed(texts, body.input_type, sum(used))
         if body.dimensions is not None:
             vectors = vectors[:, : body.dimensions]
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
@@ -264,15 +267,7 @@ def create_app(
                 404, "no index loaded: start the server with --index INDEX", code="no_index"
             )
         tokens = min(len(tokenizer(body.query)["input_ids"]), limit)
-        try:
-            vector = (await batcher.embed([body.query], "query", tokens))[0]
-        except QueueFull:
-            raise ApiError(
-                503,
-                "the server is at capacity; retry shortly",
-                kind="server_error",
-                code="overloaded",
-            ) from None
+        vector = (await embed([body.query], "query", tokens))[0]
         hits = searcher.search_vector(vector, body.k, language=body.lang, path_glob=body.path_glob)
         return {"object": "list", "data": [hit.__dict__ for hit in hits], "model": model_name}
 
