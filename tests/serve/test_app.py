@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -176,3 +179,35 @@ def test_a_saturated_server_answers_503_with_retry_after(encoder):
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "overloaded"
+
+
+def test_cpt_serve_command_binds_loopback_and_checks_the_key():
+    import httpx
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cpt_embed.cli", "serve", "--port", str(port)],
+        env={**os.environ, "CPT_API_KEY": "k3y"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None, process.stderr.read()
+                assert time.time() < deadline, "cpt serve did not start"
+                time.sleep(0.2)
+        assert health.json()["model"] == "default"
+        url = f"http://127.0.0.1:{port}/v1/embeddings"
+        body = {"model": "default", "input": "hello"}
+        assert httpx.post(url, json=body).status_code == 401
+        ok = httpx.post(url, json=body, headers={"Authorization": "Bearer k3y"})
+        assert ok.status_code == 200 and len(ok.json()["data"][0]["embedding"]) == 384
+    finally:
+        process.terminate()
+        process.wait(10)
