@@ -39,6 +39,7 @@ def test_python_functions_keep_their_lines_and_the_rest_is_windowed(tmp_path):
     assert set(named) == {"parse", "method"}  # inner is part of parse
     assert (named["parse"].start_line, named["parse"].end_line) == (5, 10)
     assert named["parse"].text.startswith("@decorator\ndef parse(text):")
+    assert named["parse"].embed_text == "repo/mod.py parse\n" + named["parse"].text
     assert (named["method"].start_line, named["method"].end_line) == (16, 17)
     lines = PYTHON.splitlines()
     for chunk in chunks:

@@ -34,6 +34,13 @@ class Chunk:
     text: str
     name: str = ""
 
+    @property
+    def embed_text(self) -> str:
+        """What gets embedded: the text under a line naming its file (and function or
+        section), which tells the model where a short piece of code or text belongs."""
+        where = f"{self.path} {self.name}" if self.name else self.path
+        return f"{where}\n{self.text}"
+
 
 def kind_of(path: Path) -> str | None:
     """The chunker a file gets: a code language, markdown, text, records; None to skip."""

@@ -185,7 +185,7 @@ def build_index(
     vectors = np.zeros((len(chunks), encoder.dim), dtype=np.float32)
     if fresh:
         vectors[fresh] = encoder.encode(
-            [chunks[i].text for i in fresh],
+            [chunks[i].embed_text for i in fresh],
             side="document",
             batch_size=batch_size,
             compile=len(fresh) >= 20_000,
