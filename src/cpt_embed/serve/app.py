@@ -210,7 +210,7 @@ def create_app(
             ) from None
 
     @app.post("/v1/embeddings")
-    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+    async def embeddings(body: EmbeddingRequest) -> JSONResponse:
         if body.model != model_name:
             raise ApiError(
                 404,
@@ -253,12 +253,15 @@ def create_app(
             else:
                 value = vector.tolist()
             data.append({"object": "embedding", "index": i, "embedding": value})
-        return {
-            "object": "list",
-            "data": data,
-            "model": model_name,
-            "usage": {"prompt_tokens": sum(used), "total_tokens": sum(used)},
-        }
+        # A ready JSONResponse skips FastAPI's element-by-element encoding of the floats.
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": model_name,
+                "usage": {"prompt_tokens": sum(used), "total_tokens": sum(used)},
+            }
+        )
 
     @app.post("/v1/search")
     async def search(body: SearchRequest) -> dict[str, Any]:
