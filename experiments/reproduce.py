@@ -297,7 +297,9 @@ def report(
     )
     relative = docs.relative_to(docs_root)
     text = f"""{MARK_BEGIN}
-### Plan `{plan["name"]}` ({plan["file"]}): {seconds / 60:.0f} minutes on {plan["hardware"]}
+### Plan `{plan["name"]}` ({plan["file"]}) on {plan["hardware"]}
+
+{seconds / 60:.0f} minutes from the first start of the run to this report.
 
 Command: `make reproduce` (`python experiments/reproduce.py --plan {plan["name"]}`).
 Evaluation: {", ".join(tasks)}, texts cut to {plan["eval"]["max_length"]} tokens.
@@ -348,6 +350,11 @@ def main(argv: list[str] | None = None) -> None:
         "--out", type=Path, default=None, help="work folder (default: runs/reproduce-PLAN)"
     )
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where results.md is")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite the report from the evaluations finished so far",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -355,12 +362,20 @@ def main(argv: list[str] | None = None) -> None:
     plan = load_plan(args.plan or ("gpu" if cuda else "cpu"))
     out = args.out or ROOT / "runs" / f"reproduce-{plan['name']}"
     data_dir = find_data_dir(args.data)
-    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    first_start = out / "started"
+    if not first_start.is_file():
+        first_start.write_text(f"{time.time()}\n")
     runs = expand_runs(plan)
-    pairs = mine_pairs(plan, out, data_dir)
-    train_runs(runs, pairs, out, args.device)
-    reports = evaluate_models(plan, runs, out, data_dir, args.device)
-    path = report(plan, runs, reports, out, args.docs, time.perf_counter() - started)
+    if args.report_only:
+        names = [ref["name"] for ref in plan["references"]] + [run["name"] for run in runs]
+        reports = {name: out / "eval" / f"{name}.json" for name in names}
+    else:
+        pairs = mine_pairs(plan, out, data_dir)
+        train_runs(runs, pairs, out, args.device)
+        reports = evaluate_models(plan, runs, out, data_dir, args.device)
+    elapsed = time.time() - float(first_start.read_text())
+    path = report(plan, runs, reports, out, args.docs, elapsed)
     console.print(f"wrote {path}")
 
 

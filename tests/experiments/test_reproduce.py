@@ -99,6 +99,13 @@ def test_reproduce_runs_every_stage_and_writes_the_report(
     assert results.startswith("# Results\n\nearlier text stays")
     assert "| main-seed1 |" in results and "same vs different delimiters" in results
 
+    # The report alone, from what is evaluated so far.
+    (out / "eval" / "main-seed1.json").unlink()
+    reproduce.main([*argv, "--report-only"])
+    assert not (out / "eval" / "main-seed1.json").exists()
+    partial = json.loads((docs / "reproduce" / "toy" / "scores.json").read_text())
+    assert set(partial) == {"start", "main", "same-delims", "other"}
+
     # A second run finds everything done and rewrites the same section, not a new one.
     (out / "eval" / "other.json").unlink()
     reproduce.main(argv)
