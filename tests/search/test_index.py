@@ -178,3 +178,20 @@ def test_excluded_paths_stay_out_and_updates_keep_the_patterns(repo, tmp_path, e
     (repo / "docs" / "more.md").write_text("# More\n\ntext\n")
     assert update_index(index, encoder).files == 2
     assert read_manifest(index)["exclude"] == ["docs/"]
+
+
+def test_approximate_kinds_recall_what_exact_search_finds():
+    from cpt_embed.search.index import faiss_index
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 64))
+    vectors = centres[rng.integers(0, 50, 2000)] + 0.3 * rng.normal(size=(2000, 64))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    queries = vectors[:50] + 0.05 * rng.normal(size=(50, 64)).astype(np.float32)
+    _, exact = faiss_index(vectors, "flat").search(queries, 10)
+    for kind, floor in (("hnsw", 0.9), ("ivfpq", 0.5)):
+        _, found = faiss_index(vectors, kind).search(queries, 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found, strict=True)])
+        assert recall >= floor, (kind, recall)
+    with pytest.raises(InputError, match="needs at least"):
+        faiss_index(vectors[:100], "ivfpq")
