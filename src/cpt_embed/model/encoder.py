@@ -295,6 +295,8 @@ class Encoder(nn.Module):
             return out
         sequences = self._tokens.encode(texts, side)
         batches = length_batches([len(s) for s in sequences], batch_size, max_batch_tokens)
+        # once per call: checking the weights for changes is not per-batch work
+        compiled = self._compiler.module(self.backbone) if compile else None
         autocast = (
             torch.autocast(device.type, dtype=compute)
             if compute != torch.float32
@@ -312,14 +314,15 @@ class Encoder(nn.Module):
             ):
                 for rows in batches:
                     batch = self._to_device(self._tokens.pad([sequences[i] for i in rows], side))
-                    out[rows] = self._encode_batch(batch, compile).float().cpu().numpy()
+                    out[rows] = self._encode_batch(batch, compiled).float().cpu().numpy()
                     bar.update(len(rows))
         finally:
             self.train(was_training)
         return out
 
-    def _encode_batch(self, batch: dict[str, torch.Tensor], compile: bool) -> torch.Tensor:
-        compiled = self._compiler.module(self.backbone) if compile else None
+    def _encode_batch(
+        self, batch: dict[str, torch.Tensor], compiled: nn.Module | None
+    ) -> torch.Tensor:
         if compiled is None:
             return self._embed(batch, self.backbone)
         rows = len(batch["input_ids"])

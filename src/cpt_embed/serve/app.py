@@ -149,6 +149,8 @@ def create_app(
         )
         return ApiError(400, message, param=where).response()
 
+    routes: set[str] = set()  # filled once the routes below exist
+
     @app.middleware("http")
     async def count_and_authorize(request: Request, call_next):
         started = time.perf_counter()
@@ -164,7 +166,7 @@ def create_app(
                 metrics.requests[(path, 401)] += 1
                 return response
         response = await call_next(request)
-        known = path if path in {r.path for r in app.routes} else "other"
+        known = path if path in routes else "other"
         metrics.requests[(known, response.status_code)] += 1
         metrics.seconds[known] += time.perf_counter() - started
         return response
@@ -294,4 +296,5 @@ def create_app(
     async def index_page() -> str:
         return page
 
+    routes.update(route.path for route in app.routes)
     return app
