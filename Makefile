@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test test-all lint reproduce browser clean
+.PHONY: setup demo test test-all lint reproduce bench browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ demo: setup
 # DEVICE=cuda runs the GPU plan).
 reproduce: setup
 	$(PY) experiments/reproduce.py $(if $(DEVICE),--device $(DEVICE))
+
+# Speed side by side with the peers (benchmarks/run.py; about 20 minutes on 2 cores).
+bench: setup
+	$(PY) benchmarks/run.py $(if $(ONLY),--only $(ONLY))
 
 test: setup
 	$(PY) -m pytest -m "not slow" -q

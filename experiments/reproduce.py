@@ -126,7 +126,7 @@ def train_runs(
         if (folder / "model" / "cpt_config.json").is_file():
             console.print(f"{run['name']}: done before")
             continue
-        settings = {k: v for k, v in run.items() if k not in ("name", "about")}
+        settings = {k: v for k, v in run.items() if k not in ("name", "about", "extra_tasks")}
         settings["data"] = [f"{pairs[part]}:{weight}" for part, weight in run["data"].items()]
         settings["output"] = str(folder)
         settings["device"] = device
@@ -142,36 +142,46 @@ def evaluate_models(
     plan: dict[str, Any], runs: list[dict[str, Any]], out: Path, data_dir: Path, device
 ) -> dict[str, Path]:
     console.rule("3. evaluate")
-    tasks = select_tasks(plan["eval"]["tasks"])
-    models = {ref["name"]: ref["model"] for ref in plan["references"]}
-    models.update({run["name"]: str(out / "runs" / run["name"] / "model") for run in runs})
+    entries = [(ref["name"], ref["model"], ref) for ref in plan["references"]]
+    entries += [(run["name"], str(out / "runs" / run["name"] / "model"), run) for run in runs]
     reports = {}
-    for name, model in models.items():
+    for name, model, entry in entries:
         path = out / "eval" / f"{name}.json"
         reports[name] = path
-        if path.is_file():
+        wanted = select_tasks([plan["eval"]["tasks"], entry.get("extra_tasks", "")])
+        done = read_json(path)[0] if path.is_file() else None
+        have = {r.task for r in done.results} if done else set()
+        missing = [task for task in wanted if task not in have]
+        if not missing:
             continue
         console.print(f"[bold]{name}[/]", highlight=False)
         encoder = Encoder.load(model, device=device, max_length=plan["eval"]["max_length"])
         report = evaluate(
             encoder,
-            tasks,
+            missing,
             data_dir,
             cache_dir=default_cache_dir(),
             compile=plan["eval"].get("compile", False),
             on_result=lambda r: console.print(f"  {r.task:<20} {r.score:6.2f}"),
         )
         report.model = name
+        if done:
+            report.results = done.results + report.results
+            report.seconds += done.seconds
         write_json([report], path)
     return reports
 
 
 # ------------------------------------------------------------------------------ stage 4
-def scores_of(path: Path) -> dict[str, float]:
+def scores_of(path: Path, plan_tasks: set[str]) -> dict[str, float]:
+    """Headline score per task, `TASK METRIC` for every metric, group averages, and
+    `all avg` over the plan's tasks (a row's extra tasks left out, so rows compare)."""
     report = read_json(path)[0]
     scores = {r.task: r.score for r in report.results}
+    for result in report.results:
+        scores.update({f"{result.task} {metric}": value for metric, value in result.scores.items()})
     scores.update(averages(report))
-    scores["all avg"] = float(np.mean([r.score for r in report.results]))
+    scores["all avg"] = float(np.mean([r.score for r in report.results if r.task in plan_tasks]))
     return scores
 
 
@@ -283,8 +293,11 @@ def report(
     console.rule("4. report")
     docs = docs_root / "reproduce" / plan["name"]
     docs.mkdir(parents=True, exist_ok=True)
-    rows = {name: scores_of(path) for name, path in reports.items() if path.is_file()}
     tasks = select_tasks(plan["eval"]["tasks"])
+    plan_tasks = set(tasks)
+    extras = [e.get("extra_tasks", "") for e in [*plan["references"], *plan["runs"]]]
+    every_task = select_tasks([plan["eval"]["tasks"], *extras])
+    rows = {name: scores_of(path, plan_tasks) for name, path in reports.items() if path.is_file()}
     summary_columns = plan["report"]["columns"]
     curve_tasks = select_tasks(plan["train"].get("eval_tasks", "stsb"))
     curve = curves(runs, out, docs, plan["report"]["curves"], curve_tasks)
@@ -308,9 +321,9 @@ Summary (headline score x 100 per task group and over all tasks):
 
 {table(rows, summary_columns)}
 
-Every task:
+Every task (a `-`: not evaluated for that row):
 
-{table(rows, tasks)}
+{table(rows, every_task)}
 
 Differences against seed noise (`beyond noise`: larger than twice the gap between two seeds
 of `{plan["report"]["seed_run"]}`):

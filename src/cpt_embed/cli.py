@@ -659,6 +659,17 @@ def search(
         console.print(snippet)
 
 
+def _restart_with_sleeping_openmp_threads() -> None:
+    """Re-run `cpt serve` with OMP_WAIT_POLICY=PASSIVE unless the user set it. OpenMP
+    threads that spin after each forward pass take the CPU the event loop needs: on 2
+    cores, 64 concurrent clients got 2.4x the requests/s with passive threads (offline
+    batch encoding is ~15% faster with spinning ones, so only the server changes)."""
+    if "OMP_WAIT_POLICY" in os.environ or sys.argv[1:2] != ["serve"]:
+        return
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    os.execve(sys.executable, [sys.executable, "-m", "cpt_embed.cli", *sys.argv[1:]], env)
+
+
 @app.command()
 @_user_errors
 def serve(
@@ -690,6 +701,7 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible POST /v1/embeddings, POST /v1/search,
     GET /health, GET /metrics, and a search page at /."""
+    _restart_with_sleeping_openmp_threads()
     import uvicorn
 
     from cpt_embed.model import Encoder

@@ -57,10 +57,11 @@ def _plan(tmp_path: Path, start: Path, other: Path) -> Path:
                 "batch_size": 4,
                 "max_steps": 4,
                 "learn_tau": False,
+                "extra_tasks": "codesearchnet_ruby",
             },
         ],
         "report": {
-            "columns": ["sts avg", "code avg", "all avg"],
+            "columns": ["sts avg", "code avg", "cosqa mrr@10", "all avg"],
             "seed_run": "main",
             "curves": ["main"],
             "batch_runs": ["other", "main"],
@@ -94,7 +95,12 @@ def test_reproduce_runs_every_stage_and_writes_the_report(
     assert same["delimiters"]["document"] == ["[", "]"]
     scores = json.loads((docs / "reproduce" / "toy" / "scores.json").read_text())
     assert set(scores) == {"start", "main", "main-seed1", "same-delims", "other"}
-    assert {"stsb", "cosqa", "all avg"} <= set(scores["main"])
+    assert {"stsb", "cosqa", "cosqa mrr@10", "all avg"} <= set(scores["main"])
+    # A row's extra task is evaluated for that row only and left out of its `all avg`.
+    assert "codesearchnet_ruby mrr@10" in scores["other"]
+    assert "codesearchnet_ruby" not in scores["main"]
+    other = scores["other"]
+    assert other["all avg"] == (other["stsb"] + other["cosqa"]) / 2
     results = (docs / "results.md").read_text()
     assert results.startswith("# Results\n\nearlier text stays")
     assert "| main-seed1 |" in results and "same vs different delimiters" in results

@@ -162,6 +162,51 @@ def test_two_processes_equal_one_on_the_same_global_batch(
         torch.testing.assert_close(two["weights"][name], tensor, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [3, 64])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_a_step_in_chunks_by_length_equals_the_whole_batch(
+    tiny_bert_no_dropout, pairs_file, tmp_path, chunk_size, padding_side, monkeypatch
+):
+    """train_step sorts each side by length into chunks (cached or in one graph) and gives
+    the loss and gradients of the whole batch padded at once, word embeddings included."""
+    monkeypatch.setitem(loop_module.PASS_COST_TOKENS, "cpu", 0)  # cut wherever it saves
+    config = _config(
+        tiny_bert_no_dropout,
+        pairs_file,
+        tmp_path,
+        batch_size=8,
+        chunk_size=chunk_size,
+        grad_clip=1e9,
+        encoder={"padding_side": padding_side},
+    )
+    trainer = Trainer(config)
+    batch = [
+        {"x": "word " * (1 + 3 * i % 11), "y": f"document {i} " + "text " * (2 * i % 9)}
+        for i in range(8)
+    ]
+    chunks, order = trainer._chunks([r["x"] for r in batch], "query")
+    assert len(chunks) > 1 and sorted(order.tolist()) == list(range(8))
+
+    encoder, loss_fn = trainer.encoder, trainer.loss_fn
+    xs, ys = [r["x"] for r in batch], [r["y"] for r in batch]
+    expected_loss = loss_fn(
+        encoder(encoder.tokenize(xs, "query")),
+        encoder(encoder.tokenize(ys, "document")),
+        x_keys=torch.tensor([loop_module.key_of(t) for t in xs]),
+        y_keys=torch.tensor([loop_module.key_of(t) for t in ys]),
+    )
+    expected_loss.backward()
+    expected = {
+        n: p.grad.to_dense().clone() for n, p in encoder.named_parameters() if p.grad is not None
+    }
+    row = trainer.train_step(batch)
+    assert row["loss"] == pytest.approx(expected_loss.item(), abs=1e-5)
+    got = {n: p.grad for n, p in encoder.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
+
+
 def test_bad_settings_and_data_fail_before_any_work(tiny_bert, pairs_file, tmp_path):
     with pytest.raises(InputError, match="batch_size must be >= 2"):
         TrainConfig(batch_size=1)

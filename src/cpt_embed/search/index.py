@@ -35,6 +35,10 @@ from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 KINDS = ("flat", "hnsw", "ivfpq")
+# ivfpq: k-means sample per list, lists searched, candidates per hit re-scored exactly
+IVF_TRAIN_PER_LIST = 64
+IVF_NPROBE = 64
+RERANK = 4
 _SCHEMA = """
 CREATE TABLE chunks (row INTEGER PRIMARY KEY, path TEXT, language TEXT, start_line INTEGER,
                      end_line INTEGER, name TEXT, text TEXT, hash TEXT);
@@ -92,7 +96,8 @@ def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path,
 
 def faiss_index(vectors: np.ndarray, kind: str):
     """A FAISS index over unit vectors for inner-product search: exact (`flat`), HNSW, or
-    IVF-PQ (trained on the vectors; for millions of rows)."""
+    IVF-PQ (trained on a sample of the vectors; for millions of rows; search it with
+    `nearest`)."""
     import faiss
 
     dim = vectors.shape[1]
@@ -103,21 +108,44 @@ def faiss_index(vectors: np.ndarray, kind: str):
         index.hnsw.efSearch = 128
     elif kind == "ivfpq":
         lists = max(1, min(4096, int(np.sqrt(len(vectors)))))
-        sub = next(m for m in (64, 48, 32, 24, 16, 12, 8, 4, 2, 1) if dim % m == 0)
-        index = faiss.IndexIVFPQ(
-            faiss.IndexFlatIP(dim), dim, lists, sub, 8, faiss.METRIC_INNER_PRODUCT
-        )
         if len(vectors) < lists * 39:
             raise InputError(
                 f"--kind ivfpq needs at least {lists * 39} chunks to train; use flat or hnsw"
             )
-        index.train(vectors)
-        index.nprobe = min(lists, 16)
+        # a 4-bit PQ code per dimension (1/8 of float32), scanned with SIMD ("fast scan");
+        # its scores pick candidates, which `nearest` re-scores exactly
+        index = faiss.IndexIVFPQFastScan(
+            faiss.IndexFlatIP(dim), dim, lists, dim, 4, faiss.METRIC_INNER_PRODUCT
+        )
+        sample = np.random.default_rng(0).permutation(len(vectors))[: IVF_TRAIN_PER_LIST * lists]
+        index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
+        index.pq.sync_transposed_centroids()  # about twice as fast to encode in add()
+        index.nprobe = min(lists, IVF_NPROBE)
     else:
         raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
     if len(vectors):
         index.add(vectors)
     return index
+
+
+def nearest(
+    index, vectors: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (scores, rows) for each row of `queries` in `index` over the unit rows
+    `vectors` (row -1 where there are fewer). IVF-PQ scores are approximate, so it takes
+    RERANK * k candidates and re-scores them exactly against `vectors` (vectors.npy,
+    memory-mapped: only the candidate rows are read)."""
+    import faiss
+
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not isinstance(index, (faiss.IndexIVFPQ, faiss.IndexIVFPQFastScan)):
+        return index.search(queries, k)
+    _, ids = index.search(queries, k * RERANK)
+    rows = np.asarray(vectors[ids.clip(0).ravel()]).reshape(*ids.shape, -1)
+    scores = np.einsum("qcd,qd->qc", rows, queries)
+    scores[ids < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
 
 def build_index(
@@ -316,7 +344,9 @@ class Searcher:
             top = np.argsort(-scores, kind="stable")[:k]
             pairs = [(float(scores[i]), rows[i]) for i in top]
         else:
-            scores, ids = self.faiss.search(vector, min(k, max(1, self.faiss.ntotal)))
+            scores, ids = nearest(
+                self.faiss, self.vectors, vector, min(k, max(1, self.faiss.ntotal))
+            )
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
         return [self._hit(score, row) for score, row in pairs]
 

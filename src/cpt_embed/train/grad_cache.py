@@ -5,6 +5,9 @@ Memory Limited Setup"): a batch of any size in the memory of one chunk.
 2. Compute the loss on all embeddings at once; back-propagate to the embeddings only.
 3. Embed each chunk again with a graph and back-propagate its cached embedding gradient.
 The parameter gradients equal those of one full-batch step.
+
+`length_groups` orders a side's texts by length and cuts it into chunks of similar length,
+so that each forward pass pads little; the loss still sees the rows in their own order.
 """
 
 from __future__ import annotations
@@ -13,9 +16,35 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 Batch = dict[str, torch.Tensor]
+
+
+def length_groups(lengths: Sequence[int], max_rows: int, pass_cost: int) -> list[list[int]]:
+    """Row indices for forward passes: longest first, at most `max_rows` rows a group, with
+    the fewest padded tokens plus `pass_cost` tokens for each pass (the fixed cost of one
+    more forward and backward). An exact search over cuts between distinct lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    widths, counts = np.unique(np.asarray(lengths), return_counts=True)
+    widths, counts = widths[::-1], counts[::-1]  # longest first
+    ends = np.concatenate([[0], np.cumsum(counts)])
+    best = np.zeros(len(widths) + 1)
+    start = np.zeros(len(widths) + 1, dtype=int)
+    for j in range(1, len(widths) + 1):
+        rows = ends[j] - ends[:j]  # a group from distinct length i up to j - 1
+        cost = best[:j] + widths[:j] * rows + pass_cost * np.ceil(rows / max_rows)
+        start[j] = int(np.argmin(cost))
+        best[j] = cost[start[j]]
+    groups, j = [], len(widths)
+    while j:
+        i = start[j]
+        span = order[ends[i] : ends[j]]
+        pieces = -(-len(span) // max_rows)
+        groups[:0] = [p.tolist() for p in np.array_split(span, pieces)]
+        j = i
+    return groups
 
 
 class _RngState:
@@ -69,21 +98,31 @@ class GradCache:
         self,
         sides: Sequence[Sequence[Batch]],
         loss_fn: Callable[..., torch.Tensor],
+        *,
+        orders: Sequence[torch.Tensor] | None = None,
+        cache: bool | None = None,
         **loss_kwargs: Any,
     ) -> torch.Tensor:
         """One step's gradients for `sides` (each a list of chunks: x, y, and optionally
         hard negatives); `loss_fn(x, y[, negatives], **loss_kwargs)` sees whole sides.
-        Returns the loss (detached)."""
-        if all(len(chunks) == 1 for chunks in sides):
+        orders: for each side, the text each row of its chunks holds (row k of the chunks
+        concatenated is text orders[s][k]); none means the chunks are in text order.
+        cache: whether to cache gradients; by default when a side has more than one chunk
+        (without it, all chunks are embedded in one graph). Returns the loss (detached)."""
+        if cache is None:
+            cache = any(len(chunks) > 1 for chunks in sides)
+        if not cache:
             with self.autocast():
-                embeddings = [self.encode(chunks[0]).float() for chunks in sides]
-            loss = self._loss(loss_fn, embeddings, loss_kwargs)
+                embeddings = [
+                    torch.cat([self.encode(chunk) for chunk in chunks]).float() for chunks in sides
+                ]
+            loss = self._loss(loss_fn, _in_text_order(embeddings, orders), loss_kwargs)
             loss.backward()
             return loss.detach()
 
         cached = [self._embed_without_graph(chunks) for chunks in sides]
         embeddings = [e.requires_grad_() for e, _ in cached]
-        loss = self._loss(loss_fn, embeddings, loss_kwargs)
+        loss = self._loss(loss_fn, _in_text_order(embeddings, orders), loss_kwargs)
         loss.backward()
         work = [
             (chunk, state, grad)
@@ -109,3 +148,11 @@ class GradCache:
         if rest:
             kwargs = {**kwargs, "negatives": rest[0]}
         return loss_fn(x, y, **kwargs)
+
+
+def _in_text_order(
+    embeddings: list[torch.Tensor], orders: Sequence[torch.Tensor] | None
+) -> list[torch.Tensor]:
+    if orders is None:
+        return embeddings
+    return [e[torch.argsort(o.to(e.device))] for e, o in zip(embeddings, orders, strict=True)]
