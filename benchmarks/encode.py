@@ -507,7 +507,10 @@ def report(rows: list[dict], peaks: list[dict], theoretical: dict[str, float], m
     heavy_rate = heavy["executed_gflop"] / heavy["seconds"]
     lines += [
         "",
-        f"Peaks, GFLOP/s: torch.matmul {peak_text}; theoretical per core: {theory_text}.",
+        f"Peaks, GFLOP/s: torch.matmul {peak_text}; theoretical per core: {theory_text}, "
+        "at the clock /proc/cpuinfo reports. Where the measured matmul beats that figure the "
+        "cores run above the reported clock (turbo), so the % of the matmul peak is the "
+        "better measure of the distance to the limit.",
         "",
         "cpt-embed's default encodes "
         + ", ".join(f"{ratios[k]:.2f}x ({k[0]}, {plural(k[1], 'thread')})" for k in ratios)

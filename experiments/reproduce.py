@@ -196,7 +196,7 @@ def table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
 def seed_noise(rows: dict[str, dict[str, float]], run: str, column: str) -> float | None:
     """|seed 0 - seed 1| of `run` on `column`: the scale a difference must beat."""
     other = rows.get(f"{run}-seed1")
-    if run not in rows or other is None:
+    if run not in rows or other is None or column not in rows[run] or column not in other:
         return None
     return abs(rows[run][column] - other[column])
 
