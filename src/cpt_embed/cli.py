@@ -222,6 +222,12 @@ def eval_(
         ),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the CV splits and distractors.")] = 0,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            min=8, help="Read only the first N tokens of each text (default: the model's own)."
+        ),
+    ] = None,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: auto).")
     ] = None,
@@ -235,6 +241,7 @@ def eval_(
     from cpt_embed.eval.data import find_data_dir
     from cpt_embed.eval.report import plot as draw_plot
     from cpt_embed.eval.report import print_table, write_json
+    from cpt_embed.model import Encoder
 
     chosen = select_tasks(tasks)
     data_dir = find_data_dir(data)
@@ -251,21 +258,22 @@ def eval_(
                 highlight=False,
             )
 
-        reports.append(
-            evaluate(
-                name,
-                chosen,
-                data_dir,
-                cache_dir=cache,
-                batch_size=batch_size,
-                dtype=dtype.value,
-                compile=compile,
-                symmetric_side=symmetric_side.value,
-                seed=seed,
-                device=device,
-                on_result=show,
-            )
+        subject = Encoder.load(name, device=device, max_length=max_length) if max_length else name
+        report = evaluate(
+            subject,
+            chosen,
+            data_dir,
+            cache_dir=cache,
+            batch_size=batch_size,
+            dtype=dtype.value,
+            compile=compile,
+            symmetric_side=symmetric_side.value,
+            seed=seed,
+            device=device,
+            on_result=show,
         )
+        report.model = report.settings["model"] = name
+        reports.append(report)
     print_table(reports, Console())
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     path = write_json(reports, output or Path("results") / f"eval-{stamp}.json")

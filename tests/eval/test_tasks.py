@@ -154,3 +154,16 @@ def test_cli_names_a_bad_data_dir_and_a_missing_split(tiny_bert, tmp_path):
     )
     assert result.exit_code == 2
     assert "sts/stsb/test.tsv: missing" in result.output
+
+
+def test_cli_max_length_cuts_texts_and_keeps_the_model_name(tiny_bert, mini_data, tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["eval", "-m", str(tiny_bert), "--tasks", "stsb", "--data", str(mini_data)]
+    argv += ["-o", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-compile"]
+    assert CliRunner().invoke(app, argv).exit_code == 0
+    result = CliRunner().invoke(app, [*argv, "--max-length", "12"])
+    assert result.exit_code == 0, result.output
+    model = json.loads(out.read_text())["models"][0]
+    assert model["model"] == model["settings"]["model"] == str(tiny_bert)
+    assert model["settings"]["encoder"]["max_length"] == 12
+    assert model["settings"]["cache"]["misses"] > 0  # not the full-length embeddings
