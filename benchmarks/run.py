@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from cpt_embed.atomic import atomic_file
+
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("encode", "train", "search", "serve")
 
@@ -42,9 +44,8 @@ def machine() -> str:
 
 
 def write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path, "w") as handle:
+        handle.write(data)
 
 
 def section(result: dict, seconds: float, image: str) -> str:

@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import tempfile
 import time
@@ -38,10 +37,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from cpt_embed.atomic import atomic_file
+from cpt_embed.eval.data import find_data_dir
 from cpt_embed.paths import cache_root
 from cpt_embed.search.index import KINDS, RERANK, faiss_index, nearest
 
-DATA = Path(os.environ.get("CPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = find_data_dir()  # $CPT_DATA, else ../shared/data
 THREADS = 2
 K = 10
 PASSAGE_WORDS = 48  # about 64 tokens

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import socket
 import statistics
@@ -26,15 +25,9 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from encode import stsb_sentences
 
-DATA = Path(os.environ.get("CPT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 COMMAND = ".venv/bin/python benchmarks/serve.py"
-
-
-def sentences() -> list[str]:
-    with open(DATA / "sts" / "stsb" / "test.tsv", encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return list(dict.fromkeys(s for r in rows for s in (r["sentence1"], r["sentence2"])))
 
 
 def free_port() -> int:
@@ -110,7 +103,7 @@ def run(
     """Served vs offline throughput; the dict `benchmarks/run.py` writes to docs."""
     if quick:
         clients, requests, repeats = (1, 8), 5, 1
-    texts = sentences()
+    texts = stsb_sentences()
     rows = []
     offline = offline_rate(texts, requests * max(clients), repeats)
     port = free_port()
