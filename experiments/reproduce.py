@@ -77,13 +77,17 @@ def expand_runs(plan: dict[str, Any]) -> list[dict[str, Any]]:
 def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Path]:
     pairs = plan["pairs"]
     folders = {"text": out / "pairs" / "text", "code": out / "pairs" / "code"}
+    console.rule("1. pairs")
+    if all(pair_set_complete(folder) for folder in folders.values()):
+        # mined before, here or on another machine (the code sources are that machine's)
+        console.print(f"mined before: {', '.join(str(f) for f in folders.values())}")
+        return folders
     tokenizer = Encoder.load("default").tokenizer
 
     def count_tokens(texts: list[str]) -> list[int]:
         ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         return [len(x) for x in ids]
 
-    console.rule("1. pairs")
     text = mine_text(
         [data_dir / pairs.get("text_source", "unsupervised/wikipedia_en/docs.jsonl")],
         folders["text"],
@@ -104,6 +108,11 @@ def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Pat
     )
     console.print(f"code: {code.pairs:,} docstring/code pairs in {code.seconds:.0f}s")
     return folders
+
+
+def pair_set_complete(folder: Path) -> bool:
+    manifest = folder / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8"))["complete"]
 
 
 def code_sources() -> list[Path]:
@@ -139,37 +148,45 @@ def train_runs(
 
 # ------------------------------------------------------------------------------ stage 3
 def evaluate_models(
-    plan: dict[str, Any], runs: list[dict[str, Any]], out: Path, data_dir: Path, device
-) -> dict[str, Path]:
+    plan: dict[str, Any],
+    runs: list[dict[str, Any]],
+    out: Path,
+    data_dir: Path,
+    device: str | None,
+    chosen: set[str],
+) -> None:
+    """The plan's tasks for every row first (the comparable tables), then each row's extra
+    tasks; the report is written after every task, so an interruption loses none."""
     console.rule("3. evaluate")
     entries = [(ref["name"], ref["model"], ref) for ref in plan["references"]]
     entries += [(run["name"], str(out / "runs" / run["name"] / "model"), run) for run in runs]
-    reports = {}
-    for name, model, entry in entries:
-        path = out / "eval" / f"{name}.json"
-        reports[name] = path
-        wanted = select_tasks([plan["eval"]["tasks"], entry.get("extra_tasks", "")])
-        done = read_json(path)[0] if path.is_file() else None
-        have = {r.task for r in done.results} if done else set()
-        missing = [task for task in wanted if task not in have]
-        if not missing:
-            continue
-        console.print(f"[bold]{name}[/]", highlight=False)
-        encoder = Encoder.load(model, device=device, max_length=plan["eval"]["max_length"])
-        report = evaluate(
-            encoder,
-            missing,
-            data_dir,
-            cache_dir=default_cache_dir(),
-            compile=plan["eval"].get("compile", False),
-            on_result=lambda r: console.print(f"  {r.task:<20} {r.score:6.2f}"),
-        )
-        report.model = name
-        if done:
-            report.results = done.results + report.results
-            report.seconds += done.seconds
-        write_json([report], path)
-    return reports
+    entries = [entry for entry in entries if entry[0] in chosen]
+    plan_tasks = select_tasks(plan["eval"]["tasks"])
+    for with_extras in (False, True):
+        for name, model, entry in entries:
+            path = out / "eval" / f"{name}.json"
+            wanted = plan_tasks
+            if with_extras and entry.get("extra_tasks"):
+                wanted = select_tasks([plan["eval"]["tasks"], entry["extra_tasks"]])
+            done = read_json(path)[0] if path.is_file() else None
+            have = {r.task for r in done.results} if done else set()
+            missing = [task for task in wanted if task not in have]
+            if not missing:
+                continue
+            console.print(f"[bold]{name}[/]", highlight=False)
+            encoder = Encoder.load(model, device=device, max_length=plan["eval"]["max_length"])
+            for task in missing:
+                report = evaluate(
+                    encoder,
+                    [task],
+                    data_dir,
+                    cache_dir=default_cache_dir(),
+                    compile=plan["eval"].get("compile", False),
+                    on_result=lambda r: console.print(f"  {r.task:<20} {r.score:6.2f}"),
+                )
+                report.model = name
+                done = done.merge(report) if done else report
+                write_json([done], path)
 
 
 # ------------------------------------------------------------------------------ stage 4
@@ -309,12 +326,13 @@ def report(
         for r in runs
     )
     relative = docs.relative_to(docs_root)
+    command = plan.get("command", "make reproduce")
     text = f"""{MARK_BEGIN}
 ### Plan `{plan["name"]}` ({plan["file"]}) on {plan["hardware"]}
 
-{seconds / 60:.0f} minutes from the first start of the run to this report.
+{seconds / 60:.0f} minutes from the first start of the run to its last evaluation.
 
-Command: `make reproduce` (`python experiments/reproduce.py --plan {plan["name"]}`).
+Command: `{command}` (`python experiments/reproduce.py --plan {plan["name"]}`).
 Evaluation: {", ".join(tasks)}, texts cut to {plan["eval"]["max_length"]} tokens.
 
 Summary (headline score x 100 per task group and over all tasks):
@@ -364,6 +382,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--docs", type=Path, default=ROOT / "docs", help="where results.md is")
     parser.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="train and evaluate only these rows (references or runs); the report keeps all",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="only rewrite the report from the evaluations finished so far",
@@ -380,14 +405,20 @@ def main(argv: list[str] | None = None) -> None:
     if not first_start.is_file():
         first_start.write_text(f"{time.time()}\n")
     runs = expand_runs(plan)
-    if args.report_only:
-        names = [ref["name"] for ref in plan["references"]] + [run["name"] for run in runs]
-        reports = {name: out / "eval" / f"{name}.json" for name in names}
-    else:
+    names = [ref["name"] for ref in plan["references"]] + [run["name"] for run in runs]
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        sys.exit(
+            f"--only {' '.join(unknown)}: not in plan {plan['name']}; its rows: {' '.join(names)}"
+        )
+    if not args.report_only:
+        chosen = set(args.only or names)
         pairs = mine_pairs(plan, out, data_dir)
-        train_runs(runs, pairs, out, args.device)
-        reports = evaluate_models(plan, runs, out, data_dir, args.device)
-    elapsed = time.time() - float(first_start.read_text())
+        train_runs([r for r in runs if r["name"] in chosen], pairs, out, args.device)
+        evaluate_models(plan, runs, out, data_dir, args.device, chosen)
+    reports = {name: out / "eval" / f"{name}.json" for name in names}
+    finished = [path.stat().st_mtime for path in reports.values() if path.is_file()]
+    elapsed = max(finished, default=time.time()) - float(first_start.read_text())
     path = report(plan, runs, reports, out, args.docs, elapsed)
     console.print(f"wrote {path}")
 

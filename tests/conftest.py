@@ -26,6 +26,16 @@ _CORPUS = [
 ] * 20
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` run where a CUDA GPU is present and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 def _bpe_tokenizer(with_bos: bool):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

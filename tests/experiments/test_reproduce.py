@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,3 +119,54 @@ def test_reproduce_runs_every_stage_and_writes_the_report(
     again = (docs / "results.md").read_text()
     assert again.count(reproduce.MARK_BEGIN) == 1
     assert (out / "eval" / "other.json").is_file()
+
+    # Pairs mined elsewhere (other source paths) are used as they are; --only picks rows.
+    manifest = out / "pairs" / "code" / "manifest.json"
+    mined = json.loads(manifest.read_text())
+    mined["settings"]["sources"] = ["/another/machine/site-packages"]
+    manifest.write_text(json.dumps(mined))
+    for name in ("other", "start"):
+        (out / "eval" / f"{name}.json").unlink()
+    reproduce.main([*argv, "--only", "other"])
+    assert (out / "eval" / "other.json").is_file()
+    assert not (out / "eval" / "start.json").exists()
+    with pytest.raises(SystemExit, match="--only nothing: not in plan toy"):
+        reproduce.main([*argv, "--only", "nothing"])
+
+
+def test_evaluation_runs_plan_tasks_first_and_keeps_every_finished_task(
+    tiny_llama, tiny_bert, mini_data, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CPT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "work"
+    argv = ["--plan", str(_plan(tmp_path, tiny_llama, tiny_bert)), "--data", str(mini_data)]
+    argv += ["--out", str(out), "--docs", str(tmp_path), "--device", "cpu"]
+    argv += ["--only", "start", "other"]
+    calls = []
+    real = reproduce.evaluate
+
+    def interrupted_after_three(encoder, tasks, *args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(tasks)
+        return real(encoder, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "evaluate", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.main(argv)
+    # start: stsb, cosqa; then other: stsb, and the interruption before other's cosqa
+    assert calls == [["stsb"], ["cosqa"], ["stsb"]]
+    kept = json.loads((out / "eval" / "other.json").read_text())["models"][0]
+    assert [r["task"] for r in kept["results"]] == ["stsb"]
+
+    calls.clear()
+    monkeypatch.setattr(reproduce, "evaluate", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    reproduce.main(argv)
+    assert calls == [["cosqa"], ["codesearchnet_ruby"]]  # the extra task comes last
+    report = json.loads((out / "eval" / "other.json").read_text())["models"][0]
+    assert [r["task"] for r in report["results"]] == ["stsb", "cosqa", "codesearchnet_ruby"]
+    assert len(report["data_files"]) >= 3 and report["settings"]["tasks"] == [
+        "stsb",
+        "cosqa",
+        "codesearchnet_ruby",
+    ]

@@ -191,6 +191,16 @@ def test_bf16_stays_close_to_fp32(tiny_model):
     assert cosine.min() > 0.99
 
 
+@pytest.mark.cuda
+def test_cuda_embeddings_equal_the_cpu_ones(tiny_model):
+    cpu = Encoder.load(tiny_model, device="cpu").encode(TEXTS, dtype="float32")
+    gpu = Encoder.load(tiny_model, device="cuda")
+    assert np.abs(gpu.encode(TEXTS, dtype="float32") - cpu).max() < 1e-4
+    bf16 = gpu.encode(TEXTS, dtype="bf16")
+    assert ((cpu * bf16).sum(1) / np.linalg.norm(bf16, axis=1)).min() > 0.99
+    assert to_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
 def test_bad_inputs_fail_clearly(tiny_bert):
     encoder = Encoder.load(tiny_bert)
     with pytest.raises(TypeError, match="wrap it"):

@@ -85,11 +85,14 @@ def _chunks(encoder, texts, side, size):
     return [encoder.tokenize(texts[i : i + size], side) for i in range(0, len(texts), size)]
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 12])
-def test_grad_cache_equals_the_full_batch_step(tiny_bert, chunk):
-    encoder = Encoder.load(tiny_bert, device="cpu").eval()  # no dropout: one full batch
+@pytest.mark.parametrize(
+    "chunk, device",
+    [(1, "cpu"), (5, "cpu"), (12, "cpu"), pytest.param(5, "cuda", marks=pytest.mark.cuda)],
+)
+def test_grad_cache_equals_the_full_batch_step(tiny_bert, chunk, device):
+    encoder = Encoder.load(tiny_bert, device=device).eval()  # no dropout: one full batch
     xs, ys = _batches(encoder)
-    loss_fn = ContrastiveLoss()
+    loss_fn = ContrastiveLoss().to(device)
     full = loss_fn(
         encoder(encoder.tokenize(xs, "query")), encoder(encoder.tokenize(ys, "document"))
     )
@@ -97,7 +100,7 @@ def test_grad_cache_equals_the_full_batch_step(tiny_bert, chunk):
     expected, expected_tau = _grads(encoder, loss_fn)
     encoder.zero_grad()
 
-    loss_fn = ContrastiveLoss()
+    loss_fn = ContrastiveLoss().to(device)
     sides = [_chunks(encoder, xs, "query", chunk), _chunks(encoder, ys, "document", chunk)]
     cached = GradCache(encoder).step(sides, loss_fn)
     got, got_tau = _grads(encoder, loss_fn)

@@ -15,6 +15,7 @@ from cpt_embed.errors import InputError
 from cpt_embed.eval.cache import CachedEncoder
 from cpt_embed.eval.classification import PROBES, SENTEVAL_7, run_knn, run_probe, run_zero_shot
 from cpt_embed.eval.context import Context, TaskResult
+from cpt_embed.eval.data import Checksums
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
 from cpt_embed.model import Encoder
@@ -84,6 +85,20 @@ class ModelReport:
     data_files: dict[str, str] = field(default_factory=dict)
     data_checksum: str = ""
     seconds: float = 0.0
+
+    def merge(self, later: ModelReport) -> ModelReport:
+        """This report with a later one's results added, for an evaluation done in parts."""
+        checksums = Checksums()
+        checksums.files = {**self.data_files, **later.data_files}
+        tasks = [*self.settings.get("tasks", []), *later.settings.get("tasks", [])]
+        return ModelReport(
+            model=self.model,
+            settings={**later.settings, "tasks": tasks},
+            results=[*self.results, *later.results],
+            data_files=checksums.files,
+            data_checksum=checksums.combined(),
+            seconds=self.seconds + later.seconds,
+        )
 
 
 def versions() -> dict[str, str]:
