@@ -57,8 +57,21 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
+# torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `srun` without torchrun sets these instead
+SLURM_ENV = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"}
+
+
 def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun describes (gloo on CPU, NCCL on GPUs)."""
+    """Join the process group torchrun (or SLURM's srun, with MASTER_ADDR and MASTER_PORT
+    set) describes: gloo on CPU, NCCL on GPUs."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
+        if missing:
+            raise InputError(
+                f"SLURM task without {' and '.join(missing)}: export MASTER_ADDR=<first node> "
+                "MASTER_PORT=29500 in the job script, or launch with torchrun"
+            )
+        os.environ.update({ours: os.environ[theirs] for ours, theirs in SLURM_ENV.items()})
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
