@@ -51,8 +51,13 @@ def _user_errors(func):
         except (CptError, ValueError, TypeError, FileNotFoundError) as err:
             if os.environ.get("CPT_DEBUG"):
                 raise
+            from rich.markup import escape
+
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
-            err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+            # escaped: rich would drop bracketed words such as cpt-embed[ray] as markup
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper
@@ -88,20 +93,29 @@ ModelOption = Annotated[
 ]
 
 
+class EngineOption(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
 @app.command()
 @_user_errors
 def embed(
-    input: Annotated[
-        str,
+    inputs: Annotated[
+        list[str],
         typer.Argument(
+            metavar="INPUT...",
             help="Texts: .txt (one a line), .jsonl, .parquet (optionally .gz), or - "
-            "for lines on stdin."
+            "for lines on stdin. With -o FOLDER: shard files, folders of them or globs.",
         ),
     ],
     output: Annotated[
         Path,
         typer.Option(
-            "--output", "-o", help="Where to write: .npy (matrix) or .parquet (id, embedding)."
+            "--output",
+            "-o",
+            help="Where to write: .npy (matrix) or .parquet (id, embedding); or a folder "
+            "(no suffix): one .parquet per input shard, resumable (done shards are skipped).",
         ),
     ],
     model: ModelOption = "default",
@@ -135,17 +149,61 @@ def embed(
         typer.Option(
             "--compile/--no-compile",
             help=f"torch.compile the model: ~30 s start-up, faster from then on "
-            f"(default: on from {COMPILE_FROM:,} texts).",
+            f"(default: on from {COMPILE_FROM:,} texts; off with -o FOLDER).",
         ),
     ] = None,
+    engine: Annotated[
+        EngineOption,
+        typer.Option(help="With -o FOLDER: local (this process) or ray (Ray Data actors)."),
+    ] = EngineOption.local,
+    actors: Annotated[
+        int, typer.Option(min=1, help="--engine ray: actors, one Encoder (and GPU if any) each.")
+    ] = 1,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: cluster (default: $RAY_ADDRESS, else a local one)."),
+    ] = None,
 ) -> None:
-    """Embed texts from a file or stdin into a .npy or .parquet file."""
+    """Embed texts from a file or stdin into a .npy or .parquet file, or shards of a corpus
+    into a folder of .parquet files (one per shard; a re-run skips the shards done)."""
     from cpt_embed.data.readers import read_texts
     from cpt_embed.data.vectors import check_vector_path, write_vectors
+    from cpt_embed.errors import InputError
     from cpt_embed.model import Encoder
+    from cpt_embed.model.embed_shards import EmbedSettings, embed_shards
 
+    if output.is_dir() or not output.suffix:
+        settings = EmbedSettings(model, side.value, max_length, dtype.value, field, id_field)
+        _quiet_transformers()
+        run = embed_shards(
+            inputs,
+            output,
+            settings,
+            engine=engine.value,
+            batch_size=batch_size,
+            device=device,
+            compile=bool(compile),
+            actors=actors,
+            ray_address=ray_address,
+            show_progress=True,
+        )
+        rate = run.texts / run.seconds if run.seconds > 0 else float("inf")
+        err_console.print(
+            f"embedded {run.texts:,} texts in {run.shards - run.skipped} shards to {output} "
+            f"({run.skipped} done before; {rate:,.0f} texts/s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     check_vector_path(output)
-    data = read_texts(input, field=field, id_field=id_field)
+    if len(inputs) > 1 or Path(inputs[0]).is_dir():
+        raise InputError(
+            f"{output}: several inputs or a folder give one .parquet per shard; "
+            "pass a folder (no suffix) as -o"
+        )
+    if engine is not EngineOption.local:
+        raise InputError("--engine ray writes shards; pass a folder (no suffix) as -o")
+    data = read_texts(inputs[0], field=field, id_field=id_field)
     _quiet_transformers()
     overrides = {"max_length": max_length} if max_length else {}
     encoder = Encoder.load(model, device=device, **overrides)
@@ -575,7 +633,10 @@ def _print_index_report(report) -> None:
 @index_app.command("build")
 @_user_errors
 def index_build(
-    paths: Annotated[list[Path], typer.Argument(help="Folders and files to index.")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Folders and files to index (with --from-embeddings: shards)."),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to write.")],
     model: ModelOption = "default",
     kind: Annotated[
@@ -587,14 +648,37 @@ def index_build(
         typer.Option(help="gitignore-style pattern of paths to leave out; repeat it."),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
+    from_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--from-embeddings",
+            help="PATHS are Parquet files (or folders of them) of id + embedding rows from "
+            "`cpt embed -o NAME.parquet` with --model: index them, streamed, embedding nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Chunk code per function and documents per section or paragraph, embed the chunks as
-    documents, and write a FAISS + SQLite index (atomically)."""
+    documents, and write a FAISS + SQLite index (atomically); or, with --from-embeddings,
+    index vectors embedded before (millions: stream them with --kind ivfpq)."""
+    from cpt_embed.errors import InputError
     from cpt_embed.model import Encoder
-    from cpt_embed.search.index import build_index
+    from cpt_embed.search.index import build_index, build_index_from_embeddings
 
+    if from_embeddings and exclude:
+        raise InputError("--exclude picks files to embed; it does not apply to --from-embeddings")
     _quiet_transformers()
     encoder = Encoder.load(model, device=device)
+    if from_embeddings:
+        report = build_index_from_embeddings(
+            paths, output, encoder, model_name=model, kind=kind.value
+        )
+        err_console.print(
+            f"{report.path}: {report.chunks:,} vectors from {report.files:,} shards "
+            f"({kind.value}) in {report.seconds:.1f}s",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
     report = build_index(
         paths, output, encoder, model_name=model, kind=kind.value, exclude=exclude or []
     )
@@ -657,7 +741,8 @@ def search(
         console.print("no hits")
     words = [w for w in query.split() if len(w) > 2]
     for rank, hit in enumerate(hits, 1):
-        title = f"{rank:>2}. {hit.score:.3f}  {hit.path}:{hit.start_line}-{hit.end_line}"
+        where = f":{hit.start_line}-{hit.end_line}" if hit.end_line else ""  # 0: a vector id
+        title = f"{rank:>2}. {hit.score:.3f}  {hit.path}{where}"
         console.print(Text(title + (f"  {hit.name}" if hit.name else ""), style="bold"))
         lines = hit.text.splitlines()
         snippet = Text("\n".join("    " + line for line in lines[:8]))

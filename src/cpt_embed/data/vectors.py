@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,7 @@ from cpt_embed.atomic import atomic_file
 from cpt_embed.errors import InputError
 
 VECTOR_SUFFIXES = (".npy", ".parquet")
+_SHARD_FIX = "write shards with cpt embed -o NAME.parquet"
 
 
 def check_vector_path(path: str | Path) -> Path:
@@ -56,3 +59,87 @@ def read_vectors(path: str | Path) -> tuple[list[str], np.ndarray]:
     dim = column.type.list_size
     vectors = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
     return [str(v) for v in table.column("id").to_pylist()], vectors.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class VectorShard:
+    """One Parquet file of (`id`, `embedding`) rows, checked by `vector_shards`."""
+
+    path: Path
+    rows: int
+    dim: int
+
+
+def vector_shards(paths: Iterable[str | Path]) -> list[VectorShard]:
+    """The Parquet shards of (`id`, `embedding`) rows that `write_vectors` writes, from
+    files and folders (a folder: the *.parquet files below it, sorted), each checked from its
+    schema alone: so that a bad shard fails before hours of work, naming the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.rglob("*.parquet"))  # `cpt embed` of shards nests them
+            if not found:
+                raise InputError(f"{path}: no .parquet files in this folder; {_SHARD_FIX}")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: no such file or folder")
+    if not files:
+        raise InputError(f"no embedding shards given; pass Parquet files or folders ({_SHARD_FIX})")
+    shards: list[VectorShard] = []
+    for path in files:
+        try:
+            handle = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as err:
+            raise InputError(f"{path}: not a Parquet file ({err}); {_SHARD_FIX}") from None
+        schema = handle.schema_arrow
+        if "id" not in schema.names or "embedding" not in schema.names:
+            raise InputError(
+                f"{path}: needs columns 'id' and 'embedding', has {schema.names}; {_SHARD_FIX}"
+            )
+        id_type, vector_type = schema.field("id").type, schema.field("embedding").type
+        if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+            raise InputError(f"{path}: column 'id' is {id_type}, not string; {_SHARD_FIX}")
+        if not (
+            pa.types.is_fixed_size_list(vector_type) and vector_type.value_type == pa.float32()
+        ):
+            raise InputError(
+                f"{path}: column 'embedding' is {vector_type}, not a fixed-size list of "
+                f"float32; {_SHARD_FIX}"
+            )
+        shard = VectorShard(path, handle.metadata.num_rows, vector_type.list_size)
+        if shards and shard.dim != shards[0].dim:
+            raise InputError(
+                f"{path}: embeddings of dimension {shard.dim}, but {shards[0].path} has "
+                f"{shards[0].dim}; all shards must come from one model"
+            )
+        shards.append(shard)
+    return shards
+
+
+def iter_vector_batches(
+    shard: VectorShard, batch_rows: int
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, float32 (n, dim) vectors) of `shard` in batches of at most `batch_rows` rows,
+    so that shards of any size stream through a fixed amount of memory."""
+    import pyarrow.parquet as pq
+
+    done = 0
+    for batch in pq.ParquetFile(shard.path).iter_batches(
+        batch_size=batch_rows, columns=["id", "embedding"]
+    ):
+        ids, column = batch.column("id"), batch.column("embedding")
+        vectors = None
+        if not (ids.null_count or column.null_count):
+            vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, shard.dim)
+        if vectors is None or not np.isfinite(vectors).all():
+            raise InputError(
+                f"{shard.path}: a missing id, missing embedding or NaN/inf value in rows "
+                f"{done}-{done + len(batch) - 1}; fix or drop those rows"
+            )
+        done += len(batch)
+        yield ids.to_pylist(), vectors

@@ -17,7 +17,7 @@ import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
+from cpt_embed.data.vectors import VectorShard, iter_vector_batches, vector_shards
 from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
@@ -39,6 +40,8 @@ KINDS = ("flat", "hnsw", "ivfpq")
 IVF_TRAIN_PER_LIST = 64
 IVF_NPROBE = 64
 RERANK = 4
+# rows of embedding shards read, written and added at a time (100 MB at 384 dims)
+BATCH_ROWS = 65_536
 _SCHEMA = """
 CREATE TABLE chunks (row INTEGER PRIMARY KEY, path TEXT, language TEXT, start_line INTEGER,
                      end_line INTEGER, name TEXT, text TEXT, hash TEXT);
@@ -94,35 +97,58 @@ def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path,
     return found
 
 
-def faiss_index(vectors: np.ndarray, kind: str):
-    """A FAISS index over unit vectors for inner-product search: exact (`flat`), HNSW, or
-    IVF-PQ (trained on a sample of the vectors; for millions of rows; search it with
-    `nearest`)."""
+def empty_faiss_index(dim: int, kind: str, rows: int):
+    """An empty FAISS index of `kind` for `rows` unit vectors of `dim` floats, searched by
+    inner product: exact (`flat`), HNSW, or IVF-PQ sized for `rows` (for millions; search
+    it with `nearest`). IVF-PQ must be trained (`train_faiss_index`) before vectors are
+    added; the others take vectors at once. Separate steps so that a build can train on a
+    sample and then add vectors batch by batch, never holding them all."""
     import faiss
 
-    dim = vectors.shape[1]
     if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "hnsw":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efSearch = 128
-    elif kind == "ivfpq":
-        lists = max(1, min(4096, int(np.sqrt(len(vectors)))))
-        if len(vectors) < lists * 39:
+        return index
+    if kind == "ivfpq":
+        lists = max(1, min(4096, int(np.sqrt(rows))))
+        if rows < lists * 39:
             raise InputError(
-                f"--kind ivfpq needs at least {lists * 39} chunks to train; use flat or hnsw"
+                f"--kind ivfpq needs at least {lists * 39} chunks or vectors to train, "
+                f"got {rows}; use flat or hnsw"
             )
         # a 4-bit PQ code per dimension (1/8 of float32), scanned with SIMD ("fast scan");
         # its scores pick candidates, which `nearest` re-scores exactly
         index = faiss.IndexIVFPQFastScan(
             faiss.IndexFlatIP(dim), dim, lists, dim, 4, faiss.METRIC_INNER_PRODUCT
         )
-        sample = np.random.default_rng(0).permutation(len(vectors))[: IVF_TRAIN_PER_LIST * lists]
-        index.train(np.ascontiguousarray(vectors[np.sort(sample)]))
-        index.pq.sync_transposed_centroids()  # about twice as fast to encode in add()
         index.nprobe = min(lists, IVF_NPROBE)
-    else:
-        raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
+        return index
+    raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
+
+
+def training_rows(index, rows: int) -> np.ndarray:
+    """The sorted rows (of `rows` vectors) to train `index` on: a fixed random sample of
+    IVF_TRAIN_PER_LIST per inverted list; none for an index that needs no training."""
+    if index.is_trained:
+        return np.zeros(0, dtype=np.int64)
+    sample = np.random.default_rng(0).permutation(rows)[: IVF_TRAIN_PER_LIST * index.nlist]
+    return np.sort(sample)
+
+
+def train_faiss_index(index, sample: np.ndarray) -> None:
+    """Train an empty IVF-PQ index from `empty_faiss_index` on the `training_rows` vectors."""
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.pq.sync_transposed_centroids()  # about twice as fast to encode in add()
+
+
+def faiss_index(vectors: np.ndarray, kind: str):
+    """A FAISS index of `kind` (see `empty_faiss_index`) over the unit rows of `vectors`,
+    trained where it needs to be on a sample of them."""
+    index = empty_faiss_index(vectors.shape[1], kind, len(vectors))
+    if not index.is_trained:
+        train_faiss_index(index, vectors[training_rows(index, len(vectors))])
     if len(vectors):
         index.add(vectors)
     return index
@@ -245,19 +271,17 @@ def build_index(
             )
             db.executemany("INSERT INTO files VALUES (?, ?, ?)", files)
         db.close()
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "model": model_name,
-            "model_fingerprint": fingerprint,
-            "dim": encoder.dim,
-            "kind": kind,
-            "roots": [str(Path(r).resolve()) for r in roots],
-            "exclude": exclude,
-            "files": len(files),
-            "chunks": len(chunks),
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _write_manifest(
+            tmp,
+            model=model_name,
+            model_fingerprint=fingerprint,
+            dim=encoder.dim,
+            kind=kind,
+            roots=[str(Path(r).resolve()) for r in roots],
+            exclude=exclude,
+            files=len(files),
+            chunks=len(chunks),
+        )
     return IndexReport(
         out,
         len(files),
@@ -267,6 +291,113 @@ def build_index(
         time.perf_counter() - started,
         dict(counts),
     )
+
+
+def build_index_from_embeddings(
+    paths: list[Path],
+    out: Path,
+    encoder: Encoder,
+    *,
+    model_name: str,
+    kind: str = "flat",
+    batch_rows: int = BATCH_ROWS,
+    show_progress: bool = True,
+) -> IndexReport:
+    """Index the (`id`, `embedding`) rows of Parquet shards written by `cpt embed -o
+    NAME.parquet` (files, or folders of them) into `out`, in the format `build_index` writes,
+    each row a chunk whose path is its id, with no text; `encoder` (the model that embedded
+    them) embeds the queries. For millions of vectors made elsewhere (a GPU farm): the shards
+    stream through in batches of `batch_rows`, to vectors.npy through a memory map and into
+    FAISS, so that the vectors are never all in memory (except inside a flat or HNSW index,
+    which holds them); IVF-PQ trains on a sample drawn across the shards first."""
+    import faiss
+
+    if kind not in KINDS:
+        raise InputError(f"index kind must be one of {KINDS}, got {kind!r}")
+    started = time.perf_counter()
+    shards = vector_shards(paths)
+    if shards[0].dim != encoder.dim:
+        raise InputError(
+            f"{shards[0].path}: embeddings of dimension {shards[0].dim}, but model "
+            f"{model_name!r} embeds {encoder.dim}; pass the --model that wrote them"
+        )
+    rows = sum(shard.rows for shard in shards)
+    if not rows:
+        raise InputError(f"{shards[0].path}: no vectors in the {len(shards)} shard(s) given")
+    fingerprint = model_fingerprint(encoder)
+    index = empty_faiss_index(encoder.dim, kind, rows)
+    sample_rows = training_rows(index, rows)
+    sample = np.zeros((len(sample_rows), encoder.dim), dtype=np.float32)
+    with atomic_dir(out) as tmp:
+        header = np.lib.format.open_memmap(
+            tmp / "vectors.npy", mode="w+", dtype=np.float32, shape=(rows, encoder.dim)
+        )
+        offset = header.offset
+        del header  # written a batch at a time below, so that no more is ever mapped
+        with sqlite3.connect(tmp / "meta.sqlite") as db:
+            db.executescript(_SCHEMA)
+            start = 0
+            desc = "adding" if index.is_trained else "reading"  # ivfpq: train, then add
+            for ids, vectors in _stream(shards, batch_rows, rows, desc, show_progress):
+                window = np.memmap(
+                    tmp / "vectors.npy",
+                    dtype=np.float32,
+                    mode="r+",
+                    offset=offset + start * vectors.itemsize * encoder.dim,
+                    shape=vectors.shape,
+                )
+                window[:] = vectors
+                window.flush()
+                del window
+                db.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, '', 0, 0, '', '', '')",
+                    zip(range(start, start + len(ids)), ids, strict=True),
+                )
+                lo, hi = np.searchsorted(sample_rows, [start, start + len(ids)])
+                sample[lo:hi] = vectors[sample_rows[lo:hi] - start]
+                if index.is_trained:
+                    index.add(vectors)
+                start += len(ids)
+        db.close()
+        if not index.is_trained:
+            train_faiss_index(index, sample)
+            del sample
+            for _, vectors in _stream(shards, batch_rows, rows, "adding", show_progress):
+                index.add(vectors)
+        faiss.write_index(index, str(tmp / "vectors.faiss"))
+        _write_manifest(
+            tmp,
+            model=model_name,
+            model_fingerprint=fingerprint,
+            dim=encoder.dim,
+            kind=kind,
+            source="embeddings",
+            shards=[str(shard.path.resolve()) for shard in shards],
+            roots=[],
+            exclude=[],
+            files=len(shards),
+            chunks=rows,
+        )
+    return IndexReport(out, len(shards), rows, 0, 0, time.perf_counter() - started, {})
+
+
+def _write_manifest(folder: Path, **fields: Any) -> None:
+    manifest = {"format_version": FORMAT_VERSION, **fields}
+    manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _stream(
+    shards: list[VectorShard], batch_rows: int, rows: int, desc: str, show_progress: bool
+) -> Iterator[tuple[list[str], np.ndarray]]:
+    """(ids, vectors) batches of every shard in order (none empty), with a progress bar
+    over vectors."""
+    with tqdm(total=rows, desc=desc, unit="vector", disable=not show_progress) as bar:
+        for shard in shards:
+            for ids, vectors in iter_vector_batches(shard, batch_rows):
+                if ids:
+                    yield ids, vectors
+                    bar.update(len(ids))
 
 
 def read_manifest(index: Path) -> dict[str, Any]:
@@ -387,6 +518,11 @@ def update_index(index: Path, encoder: Encoder, model_name: str | None = None, *
     """Re-index the roots recorded in `index`: embed changed and new files only, drop
     deleted ones; an unchanged tree embeds nothing."""
     manifest = read_manifest(index)
+    if manifest.get("source") == "embeddings":
+        raise InputError(
+            f"{index}: built from embedding shards, not folders, so there is nothing to "
+            f"update; rebuild it with cpt index build --from-embeddings SHARD ... -o {index}"
+        )
     roots = [Path(r) for r in manifest["roots"]]
     return build_index(
         roots,
