@@ -36,6 +36,7 @@ from cpt_embed.data.mine import (
     mine_text,
     text_exclusions,
 )
+from cpt_embed.data.shards import shards_complete
 from cpt_embed.eval import evaluate, select_tasks
 from cpt_embed.eval.cache import default_cache_dir
 from cpt_embed.eval.data import find_data_dir
@@ -78,7 +79,7 @@ def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Pat
     pairs = plan["pairs"]
     folders = {"text": out / "pairs" / "text", "code": out / "pairs" / "code"}
     console.rule("1. pairs")
-    if all(pair_set_complete(folder) for folder in folders.values()):
+    if all(shards_complete(folder) for folder in folders.values()):
         # mined before, here or on another machine (the code sources are that machine's)
         console.print(f"mined before: {', '.join(str(f) for f in folders.values())}")
         return folders
@@ -108,11 +109,6 @@ def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Pat
     )
     console.print(f"code: {code.pairs:,} docstring/code pairs in {code.seconds:.0f}s")
     return folders
-
-
-def pair_set_complete(folder: Path) -> bool:
-    manifest = folder / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8"))["complete"]
 
 
 def code_sources() -> list[Path]:

@@ -104,8 +104,7 @@ class ShardWriter:
 
     @property
     def complete(self) -> bool:
-        manifest = self.out_dir / MANIFEST
-        return manifest.is_file() and json.loads(manifest.read_text())["complete"]
+        return shards_complete(self.out_dir)
 
     def written(self) -> Iterator[dict]:
         """Records of the shards already written (to rebuild dedupe state on resume)."""
@@ -147,6 +146,12 @@ class ShardWriter:
         with atomic_file(self.out_dir / MANIFEST, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
+
+
+def shards_complete(out_dir: Path) -> bool:
+    """Whether `out_dir` holds a finished shard set (its manifest says so)."""
+    manifest = Path(out_dir) / MANIFEST
+    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8"))["complete"]
 
 
 def pair_files(path: Path) -> list[Path]:
