@@ -1,17 +1,101 @@
-"""Atomic writes: a crash or Ctrl-C leaves either the old file (folder) or the new one."""
+"""Atomic writes: a crash or Ctrl-C leaves either the old file (folder) or the new one.
+
+A write that fails for want of space (a full disk, a quota, the file size limit) raises
+`NoSpaceError`, one line naming the path, after the temporary file is removed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import glob
 import os
+import resource
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cpt_embed.errors import CptError
+
 # mkstemp/mkdtemp create private (0600/0700) entries; give results the usual permissions.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large",
+}
+# renameat2 (Linux) swaps two paths in one step
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+
+
+class NoSpaceError(CptError, OSError):
+    """A write failed for want of space; the message names the path and the way out."""
+
+    def __init__(self, path: str | os.PathLike | None, reason: str) -> None:
+        where = f" {path}" if path else ""
+        super().__init__(
+            f"cannot write{where}: {reason}; free some space or choose another --output"
+        )
+        self.errno = errno.ENOSPC
+
+
+def no_space_error(err: OSError) -> NoSpaceError | None:
+    """`err` as a NoSpaceError where a write failed for want of space outside the writers
+    here (an appended log, say), else None."""
+    if isinstance(err, CptError) or err.errno not in _NO_SPACE:
+        return None
+    return NoSpaceError(err.filename, _NO_SPACE[err.errno])
+
+
+def _space_problem(err: BaseException, written: Path) -> str | None:
+    """Why `err`, raised while writing the temporary `written` (file or folder), is a lack
+    of space, or None. Some writers drop the errno (numpy, torch, SQLite): then a full file
+    system, or a file size limit on this process, tells."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None or isinstance(seen, CptError):
+            break
+        code = getattr(seen, "errno", None)
+        if code in _NO_SPACE:
+            return _NO_SPACE[code]
+        for code, reason in _NO_SPACE.items():
+            if os.strerror(code) in str(seen):  # quoted by safetensors and FAISS
+                return reason
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(err, (OSError, RuntimeError, sqlite3.Error)) or isinstance(err, CptError):
+        return None
+    with contextlib.suppress(OSError):
+        stats = os.statvfs(written)
+        if stats.f_bavail * stats.f_frsize < 1 << 20:
+            return _NO_SPACE[errno.ENOSPC]
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return f"a write failed under a file size limit of {limit:,} bytes (ulimit -f)"
+    return None
+
+
+def _no_space(err: BaseException, written: Path, path: Path) -> NoSpaceError | None:
+    problem = _space_problem(err, written)
+    return None if problem is None else NoSpaceError(path, problem)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step; False where the system or file system cannot."""
+    renameat2 = getattr(_LIBC, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 @contextlib.contextmanager
@@ -27,22 +111,53 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
+        no_space = _no_space(err, Path(tmp), path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if no_space is not None:
+            raise no_space from err
         raise
+
+
+def _locked_folder(path: Path) -> tuple[Path, int]:
+    """A new temporary folder beside `path`, and a descriptor that holds a lock on it while
+    open (a dead process holds none, even one killed by SIGKILL). It is locked before it
+    takes the name that `_remove_stale` looks for."""
+    made = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY)
+    with contextlib.suppress(OSError):  # no locks (some NFS): then no one removes it either
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    tmp = Path(made).with_suffix(".tmp")
+    os.rename(made, tmp)
+    return tmp, fd
+
+
+def _remove_stale(path: Path) -> None:
+    """Delete the temporary folders that writes of `path` killed midway left: those whose
+    lock no live process holds."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.????????.tmp"):
+        with contextlib.suppress(OSError):
+            fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(stale)
+            finally:
+                os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it takes the place of `path`.
 
-    An existing `path` is moved aside first and deleted only after the new folder is in
-    place, so an interruption leaves either the old or the new folder complete.
+    An existing `path` is swapped with the new folder in one step (on Linux; elsewhere it is
+    moved aside first) and deleted after, so an interruption leaves either the old or the
+    new folder complete. What killed writes of `path` left beside it is deleted first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _remove_stale(path)
+    tmp, lock = _locked_folder(path)
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
@@ -52,11 +167,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 os.chmod(file, 0o666 & ~_UMASK)
         old = None
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+            if _exchange(tmp, path):
+                old = tmp  # which now holds the old folder
+            else:
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.replace(path, old)
+        if old is not tmp:
+            os.replace(tmp, path)
+    except BaseException as err:
+        no_space = _no_space(err, tmp, path)
         shutil.rmtree(tmp, ignore_errors=True)
+        if no_space is not None:
+            raise no_space from err
         raise
+    finally:
+        os.close(lock)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

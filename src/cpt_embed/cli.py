@@ -6,7 +6,8 @@ import functools
 import os
 import sys
 import time
-from enum import Enum
+from datetime import UTC
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -26,12 +27,12 @@ err_console = Console(stderr=True)
 COMPILE_FROM = 20_000
 
 
-class SideOption(str, Enum):
+class SideOption(StrEnum):
     query = "query"
     document = "document"
 
 
-class DtypeOption(str, Enum):
+class DtypeOption(StrEnum):
     auto = "auto"
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -44,10 +45,17 @@ def _user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from cpt_embed.atomic import no_space_error
         from cpt_embed.errors import CptError
 
         try:
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except OSError as err:  # a full disk: one line too
+                full = no_space_error(err)
+                if full is None:
+                    raise
+                raise full from err
         except (CptError, ValueError, TypeError, FileNotFoundError) as err:
             if os.environ.get("CPT_DEBUG"):
                 raise
@@ -81,11 +89,23 @@ def main(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Load models whose weights are pickled (pytorch_model.bin): unpickling can "
+            "run code, so only for files you trust. Without it only safetensors load.",
+        ),
+    ] = False,
 ) -> None:
     """Mine pairs, train, evaluate, embed, search and serve text and code embeddings.
 
     Every MODEL argument takes `default` (all-MiniLM-L6-v2), a local folder or a hub id.
     """
+    if trust_pickle:  # read by Encoder.load, also in processes started from here
+        from cpt_embed.model.encoder import TRUST_PICKLE_ENV
+
+        os.environ[TRUST_PICKLE_ENV] = "1"
 
 
 ModelOption = Annotated[
@@ -93,7 +113,7 @@ ModelOption = Annotated[
 ]
 
 
-class EngineOption(str, Enum):
+class EngineOption(StrEnum):
     local = "local"
     ray = "ray"
 
@@ -292,7 +312,7 @@ def eval_(
 ) -> None:
     """Evaluate models on STS, linear-probe, zero-shot and k-NN classification, retrieval and
     code search; print a table, write a JSON report."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from cpt_embed.eval import evaluate, select_tasks
     from cpt_embed.eval.cache import default_cache_dir
@@ -333,7 +353,7 @@ def eval_(
         report.model = report.settings["model"] = name
         reports.append(report)
     print_table(reports, Console())
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     path = write_json(reports, output or Path("results") / f"eval-{stamp}.json")
     err_console.print(f"wrote {path}", highlight=False)
     if plot:
@@ -352,7 +372,7 @@ pairs_app = typer.Typer(
 app.add_typer(pairs_app, name="pairs")
 
 
-class ShardFormat(str, Enum):
+class ShardFormat(StrEnum):
     jsonl_gz = "jsonl.gz"
     jsonl = "jsonl"
     parquet = "parquet"
@@ -615,7 +635,7 @@ index_app = typer.Typer(
 app.add_typer(index_app, name="index")
 
 
-class IndexKind(str, Enum):
+class IndexKind(StrEnum):
     flat = "flat"
     hnsw = "hnsw"
     ivfpq = "ivfpq"
@@ -628,6 +648,13 @@ def _print_index_report(report) -> None:
         f"in {report.seconds:.1f}s",
         highlight=False,
     )
+    skipped = []
+    for key, n in sorted(report.counts.items()):
+        unit, _, reason = key.partition("_")  # file_binary, record_unreadable ...
+        if unit in ("file", "record") and n:
+            skipped.append(f"{n:,} {unit}{'s' if n != 1 else ''} ({reason.replace('_', ' ')})")
+    if skipped:
+        err_console.print(f"skipped {', '.join(skipped)}", highlight=False, soft_wrap=True)
 
 
 @index_app.command("build")
@@ -752,14 +779,23 @@ def search(
         console.print(snippet)
 
 
-def _restart_with_sleeping_openmp_threads() -> None:
-    """Re-run `cpt serve` with OMP_WAIT_POLICY=PASSIVE unless the user set it. OpenMP
-    threads that spin after each forward pass take the CPU the event loop needs: on 2
-    cores, 64 concurrent clients got 2.4x the requests/s with passive threads (offline
-    batch encoding is ~15% faster with spinning ones, so only the server changes)."""
-    if "OMP_WAIT_POLICY" in os.environ or sys.argv[1:2] != ["serve"]:
+# What `cpt serve` runs with unless the user set it. OpenMP threads that spin after each
+# forward pass take the CPU the event loop needs: on 2 cores, 64 concurrent clients got 2.4x
+# the requests/s with passive threads (offline batch encoding is ~15% faster with spinning
+# ones, so only the server changes). glibc raises its mmap threshold to the size of each
+# large block freed (up to 32 MB), so a server's activations of ever-changing sizes end up
+# fragmenting the heap: under 64 clients its memory stood at 0.9-1.35 GB over 90 s with the
+# default, 0.57-0.81 GB with the threshold fixed at 1 MB.
+SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
+def _restart_with_server_env() -> None:
+    """Re-run `cpt serve` with SERVER_ENV's settings where the environment lacks them (they
+    are read when torch starts, so they cannot be set later)."""
+    words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    if words[:1] != ["serve"] or all(name in os.environ for name in SERVER_ENV):
         return
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    env = SERVER_ENV | dict(os.environ)
     os.execve(sys.executable, [sys.executable, "-m", "cpt_embed.cli", *sys.argv[1:]], env)
 
 
@@ -790,11 +826,26 @@ def serve(
     max_queue: Annotated[
         int, typer.Option(min=1, help="Texts waiting at most; beyond that requests get 503.")
     ] = 4096,
+    max_body_mb: Annotated[
+        float, typer.Option(min=0.001, help="Largest request body in MiB; beyond: 413.")
+    ] = 8.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may take; beyond: 503.")
+    ] = 60.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Open connections at most; beyond: 503.")
+    ] = 1024,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A web origin whose pages may call the API (repeat for more; default: none)."
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: auto).")] = None,
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible POST /v1/embeddings, POST /v1/search,
     GET /health, GET /metrics, and a search page at /."""
-    _restart_with_sleeping_openmp_threads()
+    _restart_with_server_env()
     import uvicorn
 
     from cpt_embed.model import Encoder
@@ -815,12 +866,15 @@ def serve(
         max_batch_tokens=max_batch_tokens,
         max_wait=max_wait_ms / 1000,
         max_queue=max_queue,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        timeout=timeout,
+        cors_origins=cors_origin or (),
     )
     err_console.print(
         f"serving {model} on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1)",
         highlight=False,
     )
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", limit_concurrency=max_connections)
 
 
 if __name__ == "__main__":

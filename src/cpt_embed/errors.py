@@ -1,5 +1,9 @@
 """Errors caused by what the user passed in; the CLI prints them as one line."""
 
+from __future__ import annotations
+
+import os
+
 
 class CptError(Exception):
     """Base of errors whose message names the bad input and the fix."""
@@ -7,3 +11,19 @@ class CptError(Exception):
 
 class InputError(CptError, ValueError):
     """An input file or value cannot be used as given."""
+
+
+def missing_path(path: str | os.PathLike, what: str = "file or folder") -> InputError:
+    """The error for a path that does not exist: `no such <what>`, or for a symlink that
+    leads nowhere (a missing target or a loop of links), that, since `ls` shows it."""
+    if os.path.islink(path):
+        return InputError(
+            f"{os.fspath(path)}: a symlink to nothing (its target is missing, or it is a "
+            f"loop of links); point it at a real {what}"
+        )
+    return InputError(f"{os.fspath(path)}: no such {what}")
+
+
+def first_line(err: BaseException) -> str:
+    """A library's error message cut to its first line (some run to several)."""
+    return str(err).strip().split("\n", 1)[0] or type(err).__name__

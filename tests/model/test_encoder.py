@@ -265,3 +265,83 @@ def test_config_rejects_unknown_and_newer_files(tmp_path):
     (tmp_path / "cpt_config.json").write_text("{not json")
     with pytest.raises(ValueError, match="cpt_config.json"):
         EncoderConfig.load(tmp_path)
+
+
+def _pickled_copy(source, folder):
+    """The model at `source` with its weights in pytorch_model.bin instead of safetensors."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, folder)
+    for weights in folder.glob("*.safetensors"):
+        torch.save(load_file(weights), folder / "pytorch_model.bin")
+        weights.unlink()
+    return folder
+
+
+def test_pickled_weights_are_refused_unless_trusted(tiny_bert, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cpt_embed.cli import app
+    from cpt_embed.errors import InputError
+
+    folder = _pickled_copy(tiny_bert, tmp_path / "pickled model")
+    with pytest.raises(InputError, match=r"pickled \(pytorch_model.bin\).*--trust-pickle"):
+        Encoder.load(folder)
+    texts = ["a pickled start point", "def f(): pass"]
+    expected = Encoder.load(tiny_bert).encode(texts)
+    np.testing.assert_allclose(Encoder.load(folder, trust_pickle=True).encode(texts), expected)
+
+    args = ["embed", "-", "-o", str(tmp_path / "out.npy"), "--model", str(folder)]
+    refused = CliRunner().invoke(app, args, input="hello\n")
+    assert refused.exit_code == 2 and "pickled" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and "Traceback" not in refused.output
+    monkeypatch.delenv("CPT_TRUST_PICKLE", raising=False)
+    trusted = CliRunner().invoke(app, ["--trust-pickle", *args], input="hello\n")
+    assert trusted.exit_code == 0, trusted.output
+    np.testing.assert_allclose(
+        np.load(tmp_path / "out.npy"), Encoder.load(tiny_bert).encode(["hello"]), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "tokenizer.json").write_text("{not json"), "cannot read its tokenizer"),
+        (lambda f: (f / "config.json").write_text("[1, 2"), "cannot read its config.json"),
+        (
+            lambda f: (f / "model.safetensors").write_bytes(
+                (f / "model.safetensors").read_bytes()[:1000]
+            ),
+            "cannot read its weights",
+        ),
+    ],
+)
+def test_damaged_model_files_fail_with_the_folder_named(tiny_bert, tmp_path, damage, message):
+    import shutil
+
+    from cpt_embed.errors import InputError
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_bert, folder)
+    damage(folder)
+    with pytest.raises(InputError, match=message) as caught:
+        Encoder.load(folder)
+    assert str(folder) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused(tiny_bert, tiny_gpt2, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from cpt_embed.errors import InputError
+
+    folder = tmp_path / "mismatch"
+    shutil.copytree(tiny_gpt2, folder)  # 400 rows of embeddings
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)  # 30,522 tokens
+    with pytest.raises(InputError, match="tokenizer files belong to another model"):
+        Encoder.load(folder)

@@ -98,3 +98,43 @@ def test_smollm2_converts_to_a_working_language_model(tmp_path, monkeypatch):
     assert encoder.config.pooling == "eos"
     assert encoder.config.delimiters == {"query": ("[", "]"), "document": ("{", "}")}
     assert encoder.encode(["def parse(text): return json.loads(text)"]).shape == (1, 576)
+
+
+def _tiny_gguf(path):
+    """A real (tiny) GGUF file written by the gguf package."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(path, "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((16, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("keep", [3, 30, 200, -8])
+def test_wrong_or_truncated_gguf_files_are_refused_before_conversion(cache, tmp_path, keep):
+    pytest.importorskip("gguf")
+    whole = _tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    gguf._check_gguf(tmp_path / "whole.gguf")  # the intact file passes
+    path = tmp_path / "cut model ✓.gguf"
+    path.write_bytes(whole[:keep])
+    with pytest.raises(gguf.GgufError, match=r"cut model ✓\.gguf: (not a GGUF|damaged)"):
+        resolve_model(path)
+    assert not list((cache / "models").glob("cut*"))
+
+
+def test_a_gguf_file_without_tensors_is_not_a_model(cache, tmp_path):
+    pytest.importorskip("gguf")
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(tmp_path / "empty.gguf", "llama")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(gguf.GgufError, match="holds no tensors"):
+        resolve_model(tmp_path / "empty.gguf")

@@ -211,3 +211,96 @@ def test_cpt_serve_command_binds_loopback_and_checks_the_key():
     finally:
         process.terminate()
         process.wait(10)
+
+
+class _Wrapped:
+    """The encoder with a slow or failing `encode`, everything else its own."""
+
+    def __init__(self, encoder: Encoder, encode) -> None:
+        self._encoder, self.encode = encoder, encode
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
+
+
+def test_bodies_over_the_cap_get_413_whether_announced_or_streamed(encoder):
+    app = create_app(encoder, "default", max_body_bytes=1000)
+    body = b'{"model": "default", "input": "' + b"x" * 2000 + b'"}'
+
+    def chunks():
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    with TestClient(app) as client:
+        announced = client.post("/v1/embeddings", content=body)
+        streamed = client.post("/v1/embeddings", content=chunks())  # chunked: no length
+        small = client.post("/v1/embeddings", json={"model": "default", "input": "ok"})
+    for response in (announced, streamed):
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "body_too_large"
+    assert small.status_code == 200
+
+
+def test_a_request_past_its_deadline_gets_503_and_the_server_goes_on(encoder):
+    def slow(texts, side="query"):
+        time.sleep(1.0)
+        return encoder.encode(texts, side=side)
+
+    app = create_app(_Wrapped(encoder, slow), "default", timeout=0.2)
+    with TestClient(app) as client:
+        late = client.post("/v1/embeddings", json={"model": "default", "input": "x"})
+        health = client.get("/health")
+        metrics = client.get("/metrics").text
+    assert late.status_code == 503 and late.headers["retry-after"] == "1"
+    assert late.json()["error"]["code"] == "timeout"
+    assert health.status_code == 200
+    assert 'cpt_requests_total{path="/v1/embeddings",status="503"} 1' in metrics
+
+
+def test_internal_errors_answer_json_without_a_stack_trace(encoder):
+    def broken(texts, side="query"):
+        raise RuntimeError("secret detail from deep inside")
+
+    app = create_app(_Wrapped(encoder, broken), "default")
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/v1/embeddings", json={"model": "default", "input": "x"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_cross_origin_calls_are_closed_unless_origins_are_named(encoder):
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    with TestClient(create_app(encoder, "default")) as client:
+        closed = client.options("/v1/embeddings", headers=preflight)
+        simple = client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in closed.headers
+    assert "access-control-allow-origin" not in simple.headers
+    app = create_app(encoder, "default", cors_origins=["https://app.example"])
+    with TestClient(app) as client:
+        allowed = client.options(
+            "/v1/embeddings", headers={**preflight, "Origin": "https://app.example"}
+        )
+        refused = client.options("/v1/embeddings", headers=preflight)
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    assert "access-control-allow-origin" not in refused.headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"query": "q" * 40_000},
+        {"query": ""},
+        {"query": "x", "k": 0},
+        {"query": "x", "path_glob": "*" * 2000},
+    ],
+)
+def test_search_requests_are_bounded(encoder, body):
+    with TestClient(create_app(encoder, "default")) as client:
+        response = client.post("/v1/search", json=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("invalid request body")

@@ -119,7 +119,7 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
     with pytest.raises(KeyboardInterrupt, match="resume"):
         train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
     monkeypatch.setattr(Trainer, "train_step", real)
-    assert (tmp_path / "cut" / "checkpoints" / "step-0000004" / "state.pt").is_file()
+    assert (tmp_path / "cut" / "checkpoints" / "step-0000004" / "state.safetensors").is_file()
     with pytest.raises(InputError, match="pass --resume"):
         train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
     with pytest.raises(InputError, match="different batch_size"):

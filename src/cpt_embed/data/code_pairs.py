@@ -195,7 +195,7 @@ def summary(docstring: str) -> str:
 def _clean_comment(text: str, spec: LanguageSpec) -> str:
     if spec.block_doc or text.startswith("/**"):
         text = text.removeprefix("/**").removesuffix("*/")
-        lines = [re.sub(r"^\s*\*? ?", "", line) for line in text.splitlines()]
+        lines = [re.sub(r"^\s*\*? ?", "", line).rstrip() for line in text.splitlines()]
         return inspect.cleandoc("\n".join(lines))
     out = []
     for line in text.splitlines():
@@ -225,7 +225,7 @@ def _leading_doc(node, spec: LanguageSpec) -> str | None:
             continue
         if "comment" not in sibling.type or sibling.end_point.row < row - 1:
             break
-        text = sibling.text.decode("utf-8", "replace")
+        text = sibling.text.decode("utf-8", "replace").rstrip("\r\n")  # Rust's end in a newline
         if not text.startswith(spec.doc_prefixes):
             break
         comments.append(text)

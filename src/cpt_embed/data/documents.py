@@ -3,6 +3,7 @@ or .parquet row another; any of them may be gzipped; folders are walked."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 from collections import Counter
@@ -18,8 +19,12 @@ RECORDS = (".jsonl", ".parquet")
 
 @dataclass(frozen=True)
 class Document:
+    """One document; `line` is where it starts in its file: the JSONL line, the Parquet row
+    (from 1), 1 for a whole file."""
+
     id: str
     text: str
+    line: int = 1
 
 
 def _kind(path: Path) -> str | None:
@@ -35,8 +40,9 @@ def _open(path: Path):
 
 
 def read_text_file(path: Path, counts: Counter, max_bytes: int) -> str | None:
-    """The UTF-8 text of a file (gunzipped if .gz), or None after counting why not:
-    file_too_large, file_unreadable, file_binary (NUL bytes), file_not_utf8."""
+    """The UTF-8 text of a file (gunzipped if .gz; a byte order mark dropped), or None after
+    counting why not: file_too_large, file_unreadable, file_binary (NUL bytes), file_not_utf8
+    (UTF-16 and UTF-32 included)."""
     try:
         if path.stat().st_size > max_bytes:
             counts["file_too_large"] += 1
@@ -46,11 +52,14 @@ def read_text_file(path: Path, counts: Counter, max_bytes: int) -> str | None:
     except (OSError, EOFError):
         counts["file_unreadable"] += 1
         return None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        counts["file_not_utf8"] += 1
+        return None
     if b"\0" in data[:8192]:
         counts["file_binary"] += 1
         return None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         counts["file_not_utf8"] += 1
         return None
@@ -60,7 +69,8 @@ def documents_of(
     path: Path, relative: str, field: str, id_field: str | None, counts: Counter, max_bytes: int
 ) -> Iterator[Document]:
     """The documents of one file; unreadable files and records are skipped and counted.
-    JSONL is streamed line by line; a plain file over `max_bytes` is skipped."""
+    JSONL is streamed line by line; a plain file or JSONL record over `max_bytes` is
+    skipped."""
     kind = _kind(path)
     if kind is None:
         counts["file_not_text"] += 1
@@ -72,7 +82,7 @@ def documents_of(
         try:
             with _open(path) as handle:
                 counts["files_read"] += 1
-                yield from _jsonl(handle, relative, field, id_field, counts)
+                yield from _jsonl(handle, relative, field, id_field, counts, max_bytes)
         except (OSError, EOFError):
             counts["file_unreadable"] += 1
         return
@@ -82,21 +92,25 @@ def documents_of(
         yield Document(relative, text)
 
 
-def _jsonl(handle, relative, field, id_field, counts) -> Iterator[Document]:
+def _jsonl(handle, relative, field, id_field, counts, max_bytes) -> Iterator[Document]:
     for number, raw in enumerate(handle, start=1):
         if not raw.strip():
+            continue
+        if len(raw) > max_bytes:
+            counts["record_too_large"] += 1
             continue
         try:
             record = json.loads(raw)
             value = record[field]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        # ValueError: not JSON, not UTF-8, or an integer of more than 4300 digits
+        except (ValueError, RecursionError, KeyError, TypeError):
             counts["record_unreadable"] += 1
             continue
         if not isinstance(value, str):
             counts["record_unreadable"] += 1
             continue
         key = record.get(id_field) if id_field else record.get("id", record.get("_id"))
-        yield Document(f"{relative}:{key if key is not None else number}", value)
+        yield Document(f"{relative}:{key if key is not None else number}", value, number)
 
 
 def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
@@ -104,18 +118,19 @@ def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
 
     try:
         table = pq.read_table(path)
+        columns = table.column_names  # a damaged schema fails only here (not UTF-8)
     except Exception:  # pyarrow raises several types for damaged files
         counts["file_unreadable"] += 1
         return
-    if field not in table.column_names:
+    if field not in columns:
         counts["file_missing_field"] += 1
         return
     counts["files_read"] += 1
-    key = id_field or next((c for c in ("id", "_id") if c in table.column_names), None)
-    ids = table.column(key).to_pylist() if key in table.column_names else None
+    key = id_field or next((c for c in ("id", "_id") if c in columns), None)
+    ids = table.column(key).to_pylist() if key in columns else None
     for row, value in enumerate(table.column(field).to_pylist()):
         if isinstance(value, str):
-            yield Document(f"{relative}:{ids[row] if ids else row}", value)
+            yield Document(f"{relative}:{ids[row] if ids else row}", value, row + 1)
         else:
             counts["record_unreadable"] += 1
 

@@ -26,7 +26,7 @@ from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
 from cpt_embed.data.shards import ShardWriter
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line, missing_path
 
 T = TypeVar("T")
 PROJECT_MARKERS = (
@@ -111,17 +111,43 @@ def _run(
     )
 
 
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 file; an error names the file."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            yield from enumerate(handle, start=1)
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def _json_records(path: Path) -> Iterator[dict]:
+    """The objects of a JSONL file; an error names the file and line."""
+    for number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits too
+            raise InputError(
+                f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or drop it"
+            ) from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
+        yield record
+
+
 def _beir_texts(folder: Path) -> Iterator[str]:
     for name in ("corpus.jsonl", "queries.jsonl"):
         path = folder / name
         if path.is_file():
-            with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        record = json.loads(line)
-                        yield " ".join(filter(None, [record.get("title"), record.get("text")]))
-                        if record.get("title"):
-                            yield record["text"]
+            for record in _json_records(path):
+                title, text = record.get("title"), record.get("text")
+                parts = [t for t in (title, text) if isinstance(t, str) and t]
+                yield " ".join(parts)
+                if len(parts) == 2:
+                    yield text
 
 
 def _exclusion_texts(path: Path) -> Iterator[str]:
@@ -134,15 +160,13 @@ def _exclusion_texts(path: Path) -> Iterator[str]:
             if child.is_dir() and child.name != "qrels" or child.suffix in (".jsonl", ".tsv"):
                 yield from _exclusion_texts(child)
     elif path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    record = json.loads(line)
-                    yield from (record[k] for k in ("text", "text1", "text2") if k in record)
+        for record in _json_records(path):
+            yield from (
+                record[k] for k in ("text", "text1", "text2") if isinstance(record.get(k), str)
+            )
     elif path.suffix == ".tsv":
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                yield from line.rstrip("\n").split("\t")[1:]
+        for _, line in _text_lines(path):
+            yield from line.rstrip("\n").split("\t")[1:]
     else:
         raise InputError(f"{path}: --exclude takes a BEIR folder, .jsonl, .tsv or a folder")
 
@@ -248,7 +272,7 @@ def mine_code(
     def units() -> Iterator[tuple[Found, str]]:
         for source in sources:
             if not Path(source).exists():
-                raise InputError(f"{source}: no such file or folder")
+                raise missing_path(source)
             for found in walk_files(Path(source)):
                 language = language_of(found.path)
                 if language and (not languages or language in languages):
@@ -332,7 +356,7 @@ def mine_text(
     def units():
         for source in sources:
             if not Path(source).exists():
-                raise InputError(f"{source}: no such file or folder")
+                raise missing_path(source)
         for found in corpus_files(sources):
             yield from documents_of(
                 found.path, found.relative, field_name, id_field, counts, max_file_bytes

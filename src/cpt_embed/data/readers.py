@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import sys
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line, missing_path
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
@@ -44,17 +45,30 @@ def _open_binary(path: Path, gz: bool) -> IO[bytes]:
 
 def _lines(handle: IO[bytes], name: str):
     """(line number, text) of each line, decoded as UTF-8 one line at a time so that an
-    error can name the line."""
+    error can name the line; a UTF-8 byte order mark is dropped, NUL bytes are an error."""
     number = 0
     try:
         for number, raw in enumerate(handle, start=1):  # noqa: B007
+            if number == 1:
+                if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    raise InputError(
+                        f"{name}: UTF-16 or UTF-32 text (it starts with a byte order mark); "
+                        "convert the file to UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+                    )
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
+                text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as err:
                 raise InputError(
                     f"{name}: line {number} is not UTF-8 ({err.reason}); "
                     "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
                 ) from None
+            if "\0" in text:
+                raise InputError(
+                    f"{name}: line {number} holds a NUL byte, so this is no text file "
+                    "(binary, or UTF-16 without a byte order mark); pass UTF-8 text"
+                )
+            yield number, text
     except (OSError, EOFError) as err:
         raise InputError(f"{name}: cannot read past line {number} ({err})") from None
 
@@ -68,6 +82,12 @@ def _jsonl(lines, name: str, field: str, id_field: str | None) -> Texts:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise InputError(f"{name}: line {number} is not valid JSON ({err.msg})") from None
+        except RecursionError:
+            raise InputError(
+                f"{name}: line {number} nests JSON too deeply to read; one flat object a line"
+            ) from None
+        except ValueError as err:  # an integer of more than 4300 digits
+            raise InputError(f"{name}: line {number} cannot be read as JSON ({err})") from None
         if not isinstance(record, dict):
             raise InputError(f"{name}: line {number} is not a JSON object")
         if field not in record:
@@ -101,9 +121,9 @@ def _parquet(path: Path, field: str, id_field: str | None) -> Texts:
 
     try:
         table = pq.read_table(path)
+        columns = table.column_names  # a damaged schema fails only here (not UTF-8)
     except Exception as err:  # pyarrow raises several types for damaged files
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    columns = table.column_names
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
     if field not in columns:
         raise InputError(
             f"{path}: no column {field!r} (columns: {', '.join(columns)}); pass --field NAME"
@@ -132,7 +152,7 @@ def read_texts(source: str | Path, field: str = "text", id_field: str | None = N
         return Texts([str(n) for n, _ in lines], [text for _, text in lines])
     path = Path(source)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        raise missing_path(path, "file")
     kind, gz = _format_of(path)
     if kind == ".parquet":
         return _parquet(path, field, id_field)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cpt_embed.atomic import atomic_file
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line, missing_path
 
 MANIFEST = "manifest.json"
 FORMATS = ("jsonl.gz", "jsonl", "parquet")
@@ -35,18 +35,58 @@ def _write_shard(path: Path, records: list[dict], fmt: str) -> None:
 
 
 def read_shard(path: Path) -> Iterator[dict]:
-    """The records of one shard file."""
+    """The records of one shard file; a damaged one is an error naming it (and the line)."""
     name = path.name
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
+    try:
+        if name.endswith(".parquet"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        yield from pq.read_table(path).to_pylist()
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield json.loads(line)
+            try:
+                records = pq.read_table(path).to_pylist()
+            except pa.ArrowException as err:
+                raise InputError(
+                    f"{path}: not a readable Parquet file ({first_line(err)})"
+                ) from None
+            yield from records
+            return
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8-sig") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits
+                    raise InputError(
+                        f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or "
+                        "drop it"
+                    ) from None
+                if not isinstance(record, dict):
+                    raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
+                yield record
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
+    except (OSError, EOFError) as err:
+        raise InputError(
+            f"{path}: cannot read ({first_line(err)}); write the file again or leave it out"
+        ) from None
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    """The manifest at `path`, checked enough that its readers cannot trip over it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as err:
+        raise InputError(f"{path}: unreadable ({err}); mine into a new folder") from None
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not (
+        isinstance(shards, list)
+        and all(isinstance(s, dict) and isinstance(s.get("file"), str) for s in shards)
+        and {"settings", "position", "counts", "complete"} <= data.keys()
+    ):
+        raise InputError(f"{path}: not a manifest of pair shards; mine into a new folder")
+    return data
 
 
 class ShardWriter:
@@ -74,7 +114,7 @@ class ShardWriter:
         self.pending: list[dict] = []
         manifest = self.out_dir / MANIFEST
         if manifest.is_file():
-            previous = json.loads(manifest.read_text(encoding="utf-8"))
+            previous = _manifest(manifest)
             if not resume:
                 raise InputError(
                     f"{self.out_dir} already holds pairs ({manifest.name}); pass --resume to "
@@ -92,10 +132,10 @@ class ShardWriter:
                 )
             self.shards, self.position = previous["shards"], previous["position"]
             self.counts = previous["counts"]
-        elif self.out_dir.exists() and any(self.out_dir.iterdir()):
+        elif self.out_dir.exists() and any(not _stale(p) for p in self.out_dir.iterdir()):
             raise InputError(f"{self.out_dir} exists and is not empty; choose a new folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.out_dir.glob(".*.tmp"):
+        for stale in filter(_stale, self.out_dir.iterdir()):
             stale.unlink()
         if not manifest.is_file():
             # before any shard: a crash after the first shard then still resumes (the
@@ -148,10 +188,15 @@ class ShardWriter:
             handle.write("\n")
 
 
+def _stale(path: Path) -> bool:
+    """A temporary file of a write a kill interrupted (see atomic_file)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
+
+
 def shards_complete(out_dir: Path) -> bool:
     """Whether `out_dir` holds a finished shard set (its manifest says so)."""
     manifest = Path(out_dir) / MANIFEST
-    return manifest.is_file() and json.loads(manifest.read_text(encoding="utf-8"))["complete"]
+    return manifest.is_file() and bool(_manifest(manifest)["complete"])
 
 
 def pair_files(path: Path) -> list[Path]:
@@ -160,10 +205,10 @@ def pair_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise InputError(f"{path}: no such pairs file or folder")
+        raise missing_path(path, "pairs file or folder")
     manifest = path / MANIFEST
     if manifest.is_file():
-        return [path / s["file"] for s in json.loads(manifest.read_text())["shards"]]
+        return [path / s["file"] for s in _manifest(manifest)["shards"]]
     files = sorted(
         p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
     )

@@ -13,8 +13,13 @@ import numpy as np
 
 from cpt_embed.data.code_pairs import normalized_hash
 
-_SENTENCE_END = re.compile(r"(?<=[.!?。])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9À-Ý])")
+# A sentence ends at . ! ? and any closing quotes or brackets; group 1 is the space after.
+_SENTENCE_END = re.compile(r"[.!?。][\"')\]]*(\s+)(?=[\"'(\[]?[A-Z0-9À-Ý])")
 _SHINGLE = 5
+# Characters tokenized per count_tokens call, and the longest paragraph counted whole
+# (longer ones are cut at whitespace first): a fast tokenizer holds about 200 bytes per
+# character while it works, so a 50 MB document in one call would take 10 GB.
+_COUNT_CHARS = 1_000_000
 
 
 @dataclass
@@ -25,31 +30,61 @@ class PassageSplitter:
     count_tokens: Callable[[list[str]], list[int]]
     max_tokens: int = 128
 
+    def _count(self, texts: list[str]) -> list[int]:
+        """count_tokens of `texts`, called on at most _COUNT_CHARS characters at a time
+        (unless one text is longer)."""
+        counts: list[int] = []
+        batch: list[str] = []
+        size = 0
+        for text in texts:
+            if batch and size + len(text) > _COUNT_CHARS:
+                counts += self.count_tokens(batch)
+                batch, size = [], 0
+            batch.append(text)
+            size += len(text)
+        return counts + (self.count_tokens(batch) if batch else [])
+
     def _units(self, paragraph: str, tokens: int) -> list[tuple[str, int]]:
         if tokens <= self.max_tokens:
             return [(paragraph, tokens)]
-        sentences = [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
+        sentences = _sentences(paragraph)
+        lengths = [tokens] if sentences == [paragraph] else self._count(sentences)
         units = []
-        for sentence, n in zip(sentences, self.count_tokens(sentences), strict=True):
+        for sentence, n in zip(sentences, lengths, strict=True):
             if n <= self.max_tokens:
                 units.append((sentence, n))
                 continue
-            words = sentence.split()
-            step = max(1, len(words) * self.max_tokens // n)
-            for start in range(0, len(words), step):
-                piece = " ".join(words[start : start + step])
-                units.append((piece, self.count_tokens([piece])[0]))
+            units += self._pieces(sentence.split(), n)
         return units
+
+    def _pieces(self, words: list[str], tokens: int) -> list[tuple[str, int]]:
+        """Runs of `words` (`tokens` in all) of at most max_tokens tokens, a longer single
+        word alone: cut by the mean tokens a word, and again where words differ in tokens."""
+        step = max(1, len(words) * self.max_tokens // tokens)
+        runs = [words[i : i + step] for i in range(0, len(words), step)]
+        pieces = [" ".join(run) for run in runs]
+        out: list[tuple[str, int]] = []
+        for run, piece, n in zip(runs, pieces, self._count(pieces), strict=True):
+            if n > self.max_tokens and len(run) > 1:
+                out += self._pieces(run, n)
+            else:
+                out.append((piece, n))
+        return out
 
     def split(self, document: str) -> list[tuple[str, int]]:
         """(passage, tokens) in document order."""
         separator = r"\n\s*\n" if re.search(r"\n\s*\n", document) else r"\n"
-        paragraphs = [p.strip() for p in re.split(separator, document) if p.strip()]
+        paragraphs = [
+            piece
+            for p in re.split(separator, document)
+            for piece in _cut(p, _COUNT_CHARS)
+            if piece.strip()
+        ]
         if not paragraphs:
             return []
         units = [
             u
-            for p, n in zip(paragraphs, self.count_tokens(paragraphs), strict=True)
+            for p, n in zip(paragraphs, self._count(paragraphs), strict=True)
             for u in self._units(p, n)
         ]
         passages: list[tuple[str, int]] = []
@@ -62,6 +97,28 @@ class PassageSplitter:
         if text:
             passages.append((text, tokens))
         return passages
+
+
+def _sentences(paragraph: str) -> list[str]:
+    """The sentences of a paragraph, cut at the space after each sentence end."""
+    cuts = [m.span(1) for m in _SENTENCE_END.finditer(paragraph)]
+    starts = [0, *(end for _, end in cuts)]
+    ends = [*(start for start, _ in cuts), len(paragraph)]
+    pieces = (paragraph[a:b].strip() for a, b in zip(starts, ends, strict=True))
+    return [piece for piece in pieces if piece]
+
+
+def _cut(text: str, limit: int) -> list[str]:
+    """`text` stripped, in pieces of at most `limit` characters cut at whitespace (anywhere in
+    a run of `limit` characters without any)."""
+    pieces = []
+    text = text.strip()
+    while len(text) > limit:
+        cut = max(text.rfind(" ", 0, limit), text.rfind("\n", 0, limit))
+        cut = cut if cut > 0 else limit
+        pieces.append(text[:cut].strip())
+        text = text[cut:].strip()
+    return [*pieces, text]
 
 
 def prose_ratio(text: str) -> float:

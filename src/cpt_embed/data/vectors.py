@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cpt_embed.atomic import atomic_file
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line, missing_path
 
 VECTOR_SUFFIXES = (".npy", ".parquet")
 _SHARD_FIX = "write shards with cpt embed -o NAME.parquet"
@@ -87,19 +87,22 @@ def vector_shards(paths: Iterable[str | Path]) -> list[VectorShard]:
         elif path.exists():
             files.append(path)
         else:
-            raise InputError(f"{path}: no such file or folder")
+            raise missing_path(path)
     if not files:
         raise InputError(f"no embedding shards given; pass Parquet files or folders ({_SHARD_FIX})")
     shards: list[VectorShard] = []
     for path in files:
         try:
             handle = pq.ParquetFile(path)
-        except (OSError, pa.ArrowException) as err:
-            raise InputError(f"{path}: not a Parquet file ({err}); {_SHARD_FIX}") from None
-        schema = handle.schema_arrow
-        if "id" not in schema.names or "embedding" not in schema.names:
+            schema = handle.schema_arrow
+            names = schema.names  # a damaged schema fails only here (not UTF-8)
+        except (OSError, ValueError, pa.ArrowException) as err:
             raise InputError(
-                f"{path}: needs columns 'id' and 'embedding', has {schema.names}; {_SHARD_FIX}"
+                f"{path}: not a Parquet file ({first_line(err)}); {_SHARD_FIX}"
+            ) from None
+        if "id" not in names or "embedding" not in names:
+            raise InputError(
+                f"{path}: needs columns 'id' and 'embedding', has {names}; {_SHARD_FIX}"
             )
         id_type, vector_type = schema.field("id").type, schema.field("embedding").type
         if not (pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
@@ -126,12 +129,22 @@ def iter_vector_batches(
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     """(ids, float32 (n, dim) vectors) of `shard` in batches of at most `batch_rows` rows,
     so that shards of any size stream through a fixed amount of memory."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     done = 0
-    for batch in pq.ParquetFile(shard.path).iter_batches(
+    batches = pq.ParquetFile(shard.path).iter_batches(
         batch_size=batch_rows, columns=["id", "embedding"]
-    ):
+    )
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as err:  # its schema was fine, its data is not
+            raise InputError(
+                f"{shard.path}: damaged after row {done} ({first_line(err)}); write the shard again"
+            ) from None
+        if batch is None:
+            return
         ids, column = batch.column("id"), batch.column("embedding")
         vectors = None
         if not (ids.null_count or column.null_count):

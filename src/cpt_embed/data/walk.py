@@ -3,7 +3,9 @@ build and test folders skipped, symlinks never followed (no loops)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +76,20 @@ def _ignored(path: Path, is_dir: bool, ignores: list[tuple[Path, pathspec.PathSp
 VCS_DIRS = frozenset({".git", ".hg", ".svn"})
 
 
+def _gitignore_spec(lines: list[str]) -> pathspec.PathSpec:
+    """The rules of a .gitignore file; like git, lines that are no valid pattern (a binary
+    file's, say) are left out rather than failing the walk."""
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except (ValueError, re.error):
+        valid = []
+        for line in lines:
+            with contextlib.suppress(ValueError, re.error):
+                pathspec.GitIgnoreSpec.from_lines([line])
+                valid.append(line)
+        return pathspec.GitIgnoreSpec.from_lines(valid)
+
+
 def walk_files(
     root: Path,
     *,
@@ -95,7 +111,7 @@ def walk_files(
         if gitignore and ignore_file.is_file():
             try:
                 lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-                ignores.append((here, pathspec.GitIgnoreSpec.from_lines(lines)))
+                ignores.append((here, _gitignore_spec(lines)))
             except OSError:
                 pass
 

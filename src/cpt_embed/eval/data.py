@@ -8,12 +8,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpt_embed.checksums import sha256_of
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line, missing_path
 
 DATA_ENV = "CPT_DATA"
 
@@ -24,7 +27,8 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit is not None or os.environ.get(DATA_ENV):
         path = Path(explicit if explicit is not None else os.environ[DATA_ENV]).expanduser()
         if not path.is_dir():
-            raise InputError(f"data dir {path}: not found; pass --data DIR or set {DATA_ENV}")
+            found = "not a folder" if path.exists() else "not found"
+            raise InputError(f"data dir {path}: {found}; pass --data DIR or set {DATA_ENV}")
         return path
     checkout = Path(__file__).resolve().parents[3]
     for candidate in (Path.cwd().parent / "shared" / "data", checkout.parent / "shared" / "data"):
@@ -37,8 +41,25 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
 
 def _require(path: Path) -> Path:
     if not path.is_file():
+        if path.is_symlink():
+            raise missing_path(path, "data file")
         raise InputError(f"{path}: missing; the data dir must follow ../shared/data/README.md")
     return path
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Errors from reading `path` (encoding, damage, permissions) as one naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
+    except csv.Error as err:
+        raise InputError(f"{path}: not a TSV file as expected ({err})") from None
+    except RecursionError:
+        raise InputError(f"{path}: JSON nested too deeply to read") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 class Checksums:
@@ -62,14 +83,19 @@ class Checksums:
 
 def _jsonl(path: Path) -> list[dict]:
     records = []
-    with open(_require(path), encoding="utf-8") as handle:
+    with _reading(path), open(_require(path), encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise InputError(f"{path}: line {number} is not valid JSON ({err.msg})") from None
+                record = json.loads(line)
+            except ValueError as err:  # not JSON, or an integer of more than 4300 digits
+                raise InputError(
+                    f"{path}: line {number} is not valid JSON ({first_line(err)})"
+                ) from None
+            if not isinstance(record, dict):
+                raise InputError(f"{path}: line {number} is not a JSON object")
+            records.append(record)
     return records
 
 
@@ -77,6 +103,15 @@ def _field(record: dict, name: str, path: Path, number: int):
     if name not in record:
         raise InputError(f"{path}: record {number} has no field {name!r}")
     return record[name]
+
+
+def _text(record: dict, name: str, path: Path, number: int) -> str:
+    value = _field(record, name, path, number)
+    if not isinstance(value, str):
+        raise InputError(
+            f"{path}: record {number} field {name!r} is {type(value).__name__}, not a string"
+        )
+    return value
 
 
 @dataclass
@@ -91,10 +126,8 @@ class STSPairs:
 def load_sts(path: Path, checksums: Checksums | None = None) -> STSPairs:
     """A `score<TAB>sentence1<TAB>sentence2` file (header row, no quoting)."""
     _require(path)
-    if checksums:
-        checksums.add(path)
     s1, s2, scores = [], [], []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with _reading(path), open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header != ["score", "sentence1", "sentence2"]:
@@ -103,15 +136,18 @@ def load_sts(path: Path, checksums: Checksums | None = None) -> STSPairs:
             if len(row) != 3:
                 raise InputError(f"{path}: line {number} has {len(row)} columns, expected 3")
             try:
-                scores.append(float(row[0]))
+                score = float(row[0])
             except ValueError:
-                raise InputError(
-                    f"{path}: line {number} score {row[0]!r} is not a number"
-                ) from None
+                score = math.nan
+            if not math.isfinite(score):
+                raise InputError(f"{path}: line {number} score {row[0]!r} is not a number")
+            scores.append(score)
             s1.append(row[1])
             s2.append(row[2])
     if not scores:
         raise InputError(f"{path}: no sentence pairs")
+    if checksums:
+        checksums.add(path)
     return STSPairs(s1, s2, scores)
 
 
@@ -137,14 +173,14 @@ def load_classification(path: Path, checksums: Checksums | None = None) -> Class
     texts, left, right = [], [], []
     for number, record in enumerate(records, start=1):
         label = _field(record, "label", path, number)
-        if not isinstance(label, int):
+        if not isinstance(label, int) or isinstance(label, bool):
             raise InputError(f"{path}: record {number} label {label!r} is not an integer")
         labels.append(label)
         if paired:
-            left.append(_field(record, "text1", path, number))
-            right.append(_field(record, "text2", path, number))
+            left.append(_text(record, "text1", path, number))
+            right.append(_text(record, "text2", path, number))
         else:
-            texts.append(_field(record, "text", path, number))
+            texts.append(_text(record, "text", path, number))
         folds.append(record.get("fold"))
     has_folds = all(f is not None for f in folds)
     return Classification(
@@ -158,9 +194,11 @@ def load_classification(path: Path, checksums: Checksums | None = None) -> Class
 def load_label_names(folder: Path) -> dict[int, str]:
     """labels.json: label id -> name."""
     path = _require(folder / "labels.json")
+    with _reading(path):
+        text = path.read_text(encoding="utf-8")
     try:
-        return {int(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (json.JSONDecodeError, ValueError, AttributeError) as err:
+        return {int(k): str(v) for k, v in json.loads(text).items()}
+    except (ValueError, AttributeError, RecursionError) as err:
         raise InputError(f"{path}: not a JSON object of label id -> name ({err})") from None
 
 
@@ -178,7 +216,7 @@ class BEIR:
 def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     """query-id -> {corpus-id: score} from a BEIR qrels TSV (header row)."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(_require(path), encoding="utf-8", newline="") as handle:
+    with _reading(path), open(_require(path), encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         header = next(reader, None)
         if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
@@ -188,7 +226,7 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
                 raise InputError(f"{path}: line {number} has {len(row)} columns, expected 3")
             try:
                 qrels.setdefault(row[0], {})[row[1]] = int(float(row[2]))
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise InputError(
                     f"{path}: line {number} score {row[2]!r} is not a number"
                 ) from None
@@ -202,7 +240,7 @@ def load_beir(folder: Path, split: str = "test", checksums: Checksums | None = N
     qrels = load_qrels(qrels_path)
     corpus = _jsonl(corpus_path)
     queries = {
-        str(_field(q, "_id", queries_path, n)): _field(q, "text", queries_path, n)
+        str(_field(q, "_id", queries_path, n)): _text(q, "text", queries_path, n)
         for n, q in enumerate(_jsonl(queries_path), start=1)
     }
     if checksums:
@@ -211,7 +249,7 @@ def load_beir(folder: Path, split: str = "test", checksums: Checksums | None = N
     corpus_ids, corpus_texts = [], []
     for number, doc in enumerate(corpus, start=1):
         corpus_ids.append(str(_field(doc, "_id", corpus_path, number)))
-        title, text = doc.get("title") or "", _field(doc, "text", corpus_path, number)
+        title, text = doc.get("title") or "", _text(doc, "text", corpus_path, number)
         corpus_texts.append(f"{title} {text}" if title else text)
     missing = [q for q in qrels if q not in queries]
     if missing:

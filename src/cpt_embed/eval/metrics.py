@@ -22,8 +22,11 @@ def spearman(predicted, gold) -> float:
 
 
 def ranked(scores: dict[str, float]) -> list[str]:
-    """Doc ids by score descending, ties by doc id descending (trec_eval's order)."""
-    return [doc for doc, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
+    """Doc ids by score descending, ties by doc id descending (trec_eval's order). Scores
+    compare at float32 precision, as trec_eval stores them: 1.0 and 1.0 + 1e-9 tie."""
+    with np.errstate(over="ignore"):  # beyond float32's range is +-inf, as in trec_eval
+        as_float32 = np.asarray(list(scores.values()), dtype=np.float32).tolist()
+    return [doc for _, doc in sorted(zip(as_float32, scores, strict=True), reverse=True)]
 
 
 def ndcg_at(ranking: list[str], judged: dict[str, int], k: int) -> float:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from cpt_embed.atomic import atomic_file
 from cpt_embed.data.readers import TEXT_SUFFIXES, read_texts
 from cpt_embed.data.vectors import write_vectors
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, missing_path
 from cpt_embed.model.config import Side
 from cpt_embed.model.encoder import Encoder
 
@@ -124,7 +124,7 @@ def find_shards(inputs: Sequence[str | os.PathLike], out_dir: Path) -> list[Shar
             if not files:
                 raise InputError(f"{text}: no files match")
         else:
-            raise InputError(f"{path}: no such file or folder")
+            raise missing_path(path)
         for file in files:
             stem = _text_stem(file)
             if stem is None:

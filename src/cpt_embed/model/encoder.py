@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
+from cpt_embed.errors import InputError
 from cpt_embed.model.compiled import InferenceCompiler
 from cpt_embed.model.config import (
     CONFIG_NAME,
@@ -158,17 +159,23 @@ class Encoder(nn.Module):
         model: str | os.PathLike = DEFAULT_MODEL,
         *,
         device: str | torch.device | None = None,
+        trust_pickle: bool | None = None,
         **overrides: Any,
     ) -> Encoder:
         """Load an Encoder from `default`, a folder (cpt, sentence-transformers or plain
         Hugging Face) or a hub id. `overrides` replace EncoderConfig fields, e.g. pooling.
+
+        Weights are read from safetensors only: a folder with nothing but pickled weights
+        (pytorch_model.bin ...) is refused, since unpickling can run code, unless
+        `trust_pickle` (default: $CPT_TRUST_PICKLE=1, set by `cpt --trust-pickle`).
         """
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         folder = resolve_model(model)
         if not folder.is_dir():
             raise ValueError(f"model {os.fspath(model)!r}: expected a folder, got a file")
-        backbone_config = AutoConfig.from_pretrained(folder)
+        with _unreadable(folder, "its config.json"):
+            backbone_config = AutoConfig.from_pretrained(folder)
         base_model = DEFAULT_MODEL_ID if os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
         if (folder / CONFIG_NAME).is_file():
             backbone_dir, config = folder, EncoderConfig.load(folder)
@@ -183,12 +190,11 @@ class Encoder(nn.Module):
                 delimiters=dict(PAPER_DELIMITERS if causal else NO_DELIMITERS),
                 base_model=base_model,
             )
-        if not any(backbone_dir.glob("*.safetensors")):
-            raise ValueError(
-                f"{backbone_dir}: no .safetensors weights; cpt-embed never loads pickled "
-                "weights (convert them with safetensors first)"
-            )
-        tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+        if trust_pickle is None:
+            trust_pickle = os.environ.get(TRUST_PICKLE_ENV) == "1"
+        use_safetensors = _use_safetensors(backbone_dir, trust_pickle)
+        with _unreadable(backbone_dir, "its tokenizer files"):
+            tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token  # causal LMs ship without one
         if not (folder / CONFIG_NAME).is_file():
@@ -198,8 +204,14 @@ class Encoder(nn.Module):
                 raise TypeError(f"unknown Encoder setting {key!r}")
             setattr(config, key, value)
         config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
-        with _quiet_transformers():
-            backbone = AutoModel.from_pretrained(backbone_dir, use_safetensors=True)
+        with _unreadable(backbone_dir, "its weights"), _quiet_transformers():
+            backbone = AutoModel.from_pretrained(backbone_dir, use_safetensors=use_safetensors)
+        rows = backbone.get_input_embeddings().num_embeddings
+        if len(tokenizer) > rows:
+            raise InputError(
+                f"{backbone_dir}: the tokenizer has {len(tokenizer)} tokens but the model "
+                f"embeds only {rows}; the tokenizer files belong to another model"
+            )
         encoder = cls(backbone, tokenizer, config)
         return encoder.to(device or default_device()).eval()
 
@@ -360,3 +372,35 @@ def _model_limit(tokenizer, backbone_config) -> int:
     if positions:
         limits.append(int(positions))
     return min(limits)
+
+
+TRUST_PICKLE_ENV = "CPT_TRUST_PICKLE"
+_PICKLED = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _use_safetensors(folder: Path, trust_pickle: bool) -> bool:
+    """True when the folder has safetensors weights; False only for pickled weights that the
+    user trusts; otherwise a clear refusal."""
+    if any(folder.glob("*.safetensors")):
+        return True
+    pickled = sorted(p.name for pattern in _PICKLED for p in folder.glob(pattern))
+    if not pickled:
+        raise InputError(f"{folder}: no .safetensors weights; save the model with safetensors")
+    if not trust_pickle:
+        raise InputError(
+            f"{folder}: the weights are pickled ({', '.join(pickled)}) and loading a pickle can "
+            "run code; convert them to safetensors, or pass --trust-pickle if you trust the file"
+        )
+    return False
+
+
+@contextlib.contextmanager
+def _unreadable(folder: Path, what: str):
+    """Turn a failure to parse a model's files into one line naming the folder."""
+    try:
+        yield
+    except Exception as err:  # transformers, tokenizers and safetensors raise many kinds
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(
+            f"{folder}: cannot read {what} ({detail[:200]}); re-save or reinstall the model"
+        ) from err

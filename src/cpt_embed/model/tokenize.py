@@ -11,6 +11,9 @@ from cpt_embed.model.config import SIDES, EncoderConfig, Side
 # Characters looked at per token before a long text is tokenized in full; generous, since
 # the cut is only a speed-up and is checked (see _head_ids).
 _CHARS_PER_TOKEN = 8
+# ... and at most: a text whose first tokens span more (runs of letters read as one [UNK],
+# megabytes without a space) is cut there, so that no input is tokenized in full.
+_MAX_CHARS_PER_TOKEN = 256
 
 
 def special_template(tokenizer) -> tuple[list[int], list[int]]:
@@ -66,21 +69,24 @@ class DelimitedTokenizer:
 
         A long text is first cut at a space (U+0020) before `budget * 8` characters;
         pre-tokenizers always end a word at a space (other whitespace can be deleted by
-        normalisers), so the cut text's first tokens equal the full text's.
-        Unless the cut text yields more than `budget` tokens, a longer piece is tried.
+        normalisers), so the cut text's first tokens equal the full text's. A text without
+        such a space is cut mid-word (only that word's tokens may differ, past the others).
+        Unless the cut text yields more than `budget` tokens, a longer piece is tried, up to
+        `budget * 256` characters.
         """
         window = max(256, budget * _CHARS_PER_TOKEN)
+        limit = max(window, budget * _MAX_CHARS_PER_TOKEN)
         pending = list(range(len(texts)))
         ids: list[list[int]] = [[] for _ in texts]
         while pending:
             pieces, retry = [], []
             for i in pending:
                 text = texts[i]
-                cut = text.rfind(" ", 0, window) if len(text) > window else -1
-                pieces.append(text[:cut] if cut > 0 else text)
+                cut = text.rfind(" ", 0, window) if len(text) > window else len(text)
+                pieces.append(text[:cut] if cut > 0 else text[:window])
             encoded = self.tokenizer(pieces, add_special_tokens=False, verbose=False)["input_ids"]
             for i, piece, tokens in zip(pending, pieces, encoded, strict=True):
-                if len(piece) < len(texts[i]) and len(tokens) <= budget:
+                if len(piece) < len(texts[i]) and len(tokens) <= budget and window < limit:
                     retry.append(i)
                 else:
                     ids[i] = list(tokens[:budget])

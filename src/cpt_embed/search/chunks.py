@@ -64,8 +64,15 @@ def chunk_file(path: Path, relative: str, counts: Counter, field: str = "text") 
         return []
     if kind == "records":
         return [
-            Chunk(relative, "records", n, n, doc.text, name=doc.id.removeprefix(f"{relative}:"))
-            for n, doc in enumerate(documents_of(path, relative, field, None, counts, 0), 1)
+            Chunk(
+                relative,
+                "records",
+                doc.line,
+                doc.line,
+                doc.text,
+                name=doc.id.removeprefix(f"{relative}:"),
+            )
+            for doc in documents_of(path, relative, field, None, counts, MAX_FILE_BYTES)
             if doc.text.strip()
         ]
     text = read_text_file(path, counts, MAX_FILE_BYTES)
@@ -79,7 +86,8 @@ def chunk_file(path: Path, relative: str, counts: Counter, field: str = "text") 
 
 
 def _code(text: str, relative: str, language: str) -> list[Chunk]:
-    lines = text.splitlines()
+    # tree-sitter counts lines at "\n" alone; splitlines() would also cut at \r, \f, \x1c ...
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
     chunks, covered = [], 0
     for name, start, end in function_spans(text.encode("utf-8"), language):
         if start <= covered:
@@ -129,15 +137,16 @@ def _windows(text: str, relative: str, language: str, first_line: int) -> Iterat
             start = None
     if start is not None:
         paragraphs.append((start, len(lines) - 1))
+    offsets = [0]  # of each line in text, and its end
+    for line in lines:
+        offsets.append(offsets[-1] + len(line) + 1)
     group: list[tuple[int, int]] = []
-    size = 0
     for para in paragraphs:
-        length = sum(len(lines[i]) + 1 for i in range(para[0], para[1] + 1))
-        if group and size + length > MAX_CHARS:
+        # the window's text runs from its first paragraph to this one, blank lines included
+        if group and offsets[para[1] + 1] - 1 - offsets[group[0][0]] > MAX_CHARS:
             yield _window_chunk(lines, group, relative, language, first_line)
-            group, size = [], 0
+            group = []
         group.append(para)
-        size += length
     if group:
         yield _window_chunk(lines, group, relative, language, first_line)
 

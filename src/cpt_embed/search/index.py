@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from cpt_embed.atomic import atomic_dir
 from cpt_embed.data.vectors import VectorShard, iter_vector_batches, vector_shards
 from cpt_embed.data.walk import walk_files
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, missing_path
 from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
@@ -89,7 +89,7 @@ def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path,
     found: dict[str, tuple[Path, Path]] = {}
     for root in roots:
         if not root.exists():
-            raise InputError(f"{root}: no such file or folder")
+            raise missing_path(root)
         for item in walk_files(root, skip_tests=False):
             if kind_of(item.path) is not None and not skip.match_file(item.relative):
                 key = f"{root.resolve().name}/{item.relative}" if root.is_dir() else item.relative

@@ -1,12 +1,21 @@
 """The HTTP API: OpenAI-compatible `/v1/embeddings`, `/v1/search` over an index, `/health`,
-`/metrics` (Prometheus text) and a search page at `/`."""
+`/metrics` (Prometheus text) and a search page at `/`.
+
+Exposed to a network it holds its ground: request bodies are capped (413), every request has
+a deadline (503 + Retry-After), a full queue refuses at once (503 + Retry-After), the API key
+is compared in constant time, errors never carry a stack trace, and no cross-origin browser
+access is allowed unless origins are named.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
+import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Literal
@@ -15,6 +24,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
@@ -25,7 +35,14 @@ from cpt_embed.serve.batcher import MicroBatcher, QueueFull
 MAX_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
 MAX_REQUEST_TOKENS = 300_000
+# A search query is one input; its text is capped before tokenizing (4 bytes per token).
+MAX_QUERY_CHARS = 4 * MAX_INPUT_TOKENS
 RETRY_AFTER_SECONDS = 1
+# The largest body that can hold MAX_INPUTS inputs of typical length, with room to spare.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+log = logging.getLogger("cpt_embed.serve")
 
 
 class ApiError(Exception):
@@ -74,10 +91,10 @@ class EmbeddingRequest(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     k: int = Field(10, ge=1, le=1000)
-    lang: str | None = None
-    path_glob: str | None = None
+    lang: str | None = Field(None, max_length=64)
+    path_glob: str | None = Field(None, max_length=1024)
 
 
 class _VectorsJSON(JSONResponse):
@@ -119,17 +136,27 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
-class _CountAndAuthorize:
-    """ASGI middleware: checks the API key on /v1/ paths and counts requests and time per
-    known path. Plain ASGI, not BaseHTTPMiddleware, which costs a task per request."""
+class _Guard:
+    """ASGI middleware in front of everything: counts requests and time per known path,
+    checks the API key on /v1/ paths, caps the request body and gives each request a
+    deadline. Plain ASGI, not BaseHTTPMiddleware, which costs a task per request."""
 
     def __init__(
-        self, app, *, metrics: _Metrics, api_key: str | None, routes: frozenset[str]
+        self,
+        app,
+        *,
+        metrics: _Metrics,
+        api_key: str | None,
+        routes: frozenset[str],
+        max_body_bytes: int,
+        timeout: float,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.routes = routes
+        self.max_body_bytes = max_body_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -138,18 +165,7 @@ class _CountAndAuthorize:
         started = time.perf_counter()
         path = scope["path"]
         known = path if path in self.routes else "other"
-        if self.expected is not None and path.startswith("/v1/"):
-            header = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(header, self.expected):
-                response = ApiError(
-                    401,
-                    "missing or incorrect API key: send Authorization: Bearer <key>",
-                    code="invalid_api_key",
-                ).response()
-                self.metrics.requests[(known, 401)] += 1
-                await response(scope, receive, send)
-                return
-        status = 500
+        status = 500  # what is counted when the app raises before responding
 
         async def send_and_record(message) -> None:
             nonlocal status
@@ -158,10 +174,76 @@ class _CountAndAuthorize:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_record)
+            error = self._refusal(scope)
+            if error is None:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._answer(scope, receive, send_and_record)
+                except TimeoutError:
+                    error = ApiError(
+                        503,
+                        f"the request took longer than {self.timeout:g} s; retry shortly",
+                        kind="server_error",
+                        code="timeout",
+                    )
+            if error is not None and status == 500:  # not once the response has started
+                await error.response()(scope, receive, send_and_record)
         finally:
             self.metrics.requests[(known, status)] += 1
             self.metrics.seconds[known] += time.perf_counter() - started
+
+    def _refusal(self, scope) -> ApiError | None:
+        headers = dict(scope["headers"])
+        guarded = self.expected is not None and scope["path"].startswith("/v1/")
+        if guarded and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
+            return ApiError(
+                401,
+                "missing or incorrect API key: send Authorization: Bearer <key>",
+                code="invalid_api_key",
+            )
+        length = headers.get(b"content-length", b"0")
+        if not length.isdigit():
+            return ApiError(400, "Content-Length must be a number of bytes")
+        if int(length) > self.max_body_bytes:
+            return self._too_large()
+        return None
+
+    def _too_large(self) -> ApiError:
+        return ApiError(
+            413,
+            f"request body over {self.max_body_bytes} bytes; send fewer or shorter inputs",
+            code="body_too_large",
+        )
+
+    async def _answer(self, scope, receive, send) -> None:
+        """Read the whole body within the cap (a chunked body has no Content-Length to
+        check up front), then hand it to the app as one message."""
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                await self._too_large().response()(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def create_app(
@@ -173,8 +255,16 @@ def create_app(
     max_batch_tokens: int = 16_384,
     max_wait: float = 0.005,
     max_queue: int = 4096,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
+    cors_origins: Sequence[str] = (),
 ) -> FastAPI:
-    """The server's app around one loaded Encoder (and optionally a `Searcher`)."""
+    """The server's app around one loaded Encoder (and optionally a `Searcher`).
+
+    `max_body_bytes` caps a request body (413 beyond), `timeout` is each request's deadline
+    in seconds (503 beyond), `cors_origins` the web origins whose pages may call the API
+    (none by default: browsers block cross-origin calls).
+    """
     batcher = MicroBatcher(
         encoder, max_batch_tokens=max_batch_tokens, max_wait=max_wait, max_queue=max_queue
     )
@@ -203,6 +293,16 @@ def create_app(
             f" at {where}" if where else ""
         )
         return ApiError(400, message, param=where).response()
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, err: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=err)
+        return ApiError(
+            500,
+            "internal error while answering; the server log has the details",
+            kind="server_error",
+            code="internal_error",
+        ).response()
 
     def texts_of(body: EmbeddingRequest) -> list[str]:
         items = body.input
@@ -260,7 +360,9 @@ def create_app(
                 param="dimensions",
             )
         texts = texts_of(body)
-        lengths = [len(ids) for ids in tokenizer(texts, verbose=False)["input_ids"]]
+        # off the event loop: a body near the cap takes a second to tokenize
+        encoded = await asyncio.to_thread(tokenizer, texts, verbose=False)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
         for i, n in enumerate(lengths):
             if n > MAX_INPUT_TOKENS:
                 raise ApiError(
@@ -329,10 +431,19 @@ def create_app(
     async def index_page() -> str:
         return page
 
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     app.add_middleware(
-        _CountAndAuthorize,
+        _Guard,
         metrics=metrics,
         api_key=api_key,
         routes=frozenset(route.path for route in app.routes),
+        max_body_bytes=max_body_bytes,
+        timeout=timeout,
     )
     return app

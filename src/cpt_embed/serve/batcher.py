@@ -104,7 +104,7 @@ class MicroBatcher:
                         break
                     try:
                         job = await asyncio.wait_for(self._queue.get(), timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
                 jobs.append(job)
                 budget += job.tokens

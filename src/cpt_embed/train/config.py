@@ -10,7 +10,11 @@ Choices the paper leaves open, with where they come from:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
+import math
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +58,15 @@ class TrainConfig:
     resume: bool = False
 
     def __post_init__(self) -> None:
-        problems = []
+        hints = typing.get_type_hints(type(self))
+        problems = [
+            problem
+            for f in dataclasses.fields(self)
+            if (problem := _type_problem(f.name, getattr(self, f.name), hints[f.name]))
+        ]
+        if problems:  # before the checks below, which compare numbers
+            raise InputError("bad training config: " + "; ".join(problems))
         for name in (
-            "batch_size",
             "chunk_size",
             "max_steps",
             "save_every",
@@ -68,6 +78,14 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             problems.append(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip <= 0:
+            problems.append(f"grad_clip is a gradient norm, so > 0, got {self.grad_clip}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.tau_init > self.tau_max:
+            problems.append(f"tau_init {self.tau_init} is above its clamp tau_max {self.tau_max}")
+        if self.max_length is not None and self.max_length < 1:
+            problems.append(f"max_length must be >= 1 (or unset), got {self.max_length}")
         if not 0 <= self.warmup < 1:
             problems.append(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
         if self.schedule not in ("linear", "cosine", "constant"):
@@ -76,10 +94,6 @@ class TrainConfig:
             problems.append(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2: in-batch negatives need two pairs")
-        if not isinstance(self.encoder, dict):
-            problems.append(
-                f"encoder must be a mapping of EncoderConfig settings, got {self.encoder!r}"
-            )
         if self.eval_every < 0:
             problems.append(f"eval_every must be >= 0, got {self.eval_every}")
         if problems:
@@ -87,29 +101,100 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-        """Settings from a YAML file, then `overrides` (flags given on the command line)."""
-        values: dict[str, Any] = {}
-        if path is not None:
-            import yaml
+        """Settings from a YAML (or JSON) file, then `overrides` (flags given on the command
+        line). Bad settings are an error, naming the file where it holds them."""
+        loaded = _read_yaml(Path(path)) if path is not None else {}
+        try:
+            return cls._from_values(loaded | {k: v for k, v in overrides.items() if v is not None})
+        except InputError:
+            if path is not None:
+                try:
+                    cls._from_values(loaded)
+                except InputError as err:
+                    raise InputError(f"{path}: {err}") from None
+            raise
 
-            path = Path(path)
-            try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except (OSError, yaml.YAMLError) as err:
-                raise InputError(f"{path}: cannot read the config ({err})") from None
-            if not isinstance(loaded, dict):
-                raise InputError(f"{path}: the config must be a mapping of key: value")
-            values.update(loaded)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    @classmethod
+    def _from_values(cls, values: dict[str, Any]) -> TrainConfig:
+        known = sorted(f.name for f in dataclasses.fields(cls))
+        unknown = [key for key in values if key not in known]
         if unknown:
-            raise InputError(
-                f"unknown config key {unknown[0]!r}; known: {', '.join(sorted(known))}"
-            )
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(f"unknown config key {unknown[0]!r}{hint}; known: {', '.join(known)}")
+        values = dict(values)
         if isinstance(values.get("data"), str):
             values["data"] = [values["data"]]
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if hints[key] is float and isinstance(value, str):
+                # PyYAML (YAML 1.1) reads 2e-5 as a string: only 2.0e-5 is a float there
+                with contextlib.suppress(ValueError):
+                    values[key] = float(value)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
+
+
+def _type_problem(name: str, value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit field `name` annotated `hint`; None if it does."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        want = "a list of strings"
+    elif origin is dict:
+        ok, want = isinstance(value, dict), "a mapping of settings"
+    elif isinstance(value, bool) and origin is not bool:
+        ok, want = False, _KINDS[origin]
+    elif origin is float:
+        ok, want = isinstance(value, int | float) and _finite(value), _KINDS[float]
+    else:
+        ok, want = isinstance(value, origin), _KINDS[origin]
+    return None if ok else f"{name} must be {want}, got {value!r}"
+
+
+def _finite(number: float) -> bool:
+    try:
+        return math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping of a YAML (or JSON) config file; an error names the file and the fix."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not UTF-8 ({err.reason}); save the config as UTF-8") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read the config ({err.strerror or err})") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise InputError(
+            f"{path}: not valid YAML{where} ({err.problem or err.context}); fix the file"
+        ) from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: an int of 4300+ digits
+        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply to read; a config is one mapping") from None
+    if loaded is None:  # an empty file: every setting from the flags or the defaults
+        return {}
+    if not isinstance(loaded, dict):
+        raise InputError(
+            f"{path}: the config must be a mapping of key: value, got {type(loaded).__name__}"
+        )
+    return loaded

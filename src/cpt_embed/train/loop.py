@@ -4,6 +4,7 @@ contrastive step, clip, update; log, checkpoint, evaluate; save the final Encode
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -25,9 +26,10 @@ from cpt_embed.train.config import TrainConfig
 from cpt_embed.train.data import batches, key_of, pair_stream, parse_sources
 from cpt_embed.train.grad_cache import Batch, GradCache, length_groups
 from cpt_embed.train.loss import ContrastiveLoss, world
+from cpt_embed.train.state import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
-STATE = "state.pt"
+STATE = "state.safetensors"
 # Settings that decide the data stream and the optimiser state: resuming needs the same.
 RESUME_MUST_MATCH = (
     "batch_size",
@@ -263,21 +265,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def save_checkpoint(self) -> Path:
-        """Write output/checkpoints/step-N (model folder, each process's RNG, then state.pt
-        last: a folder without state.pt is incomplete and never resumed from); keep the
+        """Write output/checkpoints/step-N (model folder, each process's RNG, then the state file
+        last: a folder without the state file is incomplete and never resumed from); keep the
         newest `keep_last`."""
         path = self.output / CHECKPOINTS / f"step-{self.step:07d}"
         if self.rank == 0:
             self._save_model(path)
-        with atomic_file(path / f"rng-rank{self.rank}.pt") as handle:
-            torch.save(_rng_state(), handle)
+        save_state(_rng_state(), path / f"rng-rank{self.rank}.safetensors")
         if self.world > 1:
             dist.barrier()
         if self.rank == 0:
-            with atomic_file(path / STATE) as handle:
-                torch.save(self._state(), handle)
-            done = sorted(p for p in path.parent.glob("step-*") if (p / STATE).is_file())
-            for old in done[: -self.config.keep_last]:
+            save_state(self._state(), path / STATE)
+            folders = sorted(path.parent.glob("step-*"))
+            done = [p for p in folders if (p / STATE).is_file()]
+            # older folders without a state file: a kill left them while writing or deleting
+            stale = [p for p in folders if p < path and not (p / STATE).is_file()]
+            for old in done[: -self.config.keep_last] + stale:
                 shutil.rmtree(old, ignore_errors=True)
         if self.world > 1:
             dist.barrier()
@@ -301,7 +304,7 @@ class Trainer:
         }
 
     def _load_state(self, checkpoint: Path) -> None:
-        state = torch.load(checkpoint / STATE, map_location="cpu", weights_only=True)
+        state = load_state(checkpoint / STATE)
         changed = [
             k for k in RESUME_MUST_MATCH if state["config"].get(k) != self.config.to_dict().get(k)
         ]
@@ -313,9 +316,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state["loss"])
-        rng = checkpoint / f"rng-rank{self.rank}.pt"
+        rng = checkpoint / f"rng-rank{self.rank}.safetensors"
         if rng.is_file():  # absent when resuming on more processes than wrote it
-            saved = torch.load(rng, map_location="cpu", weights_only=True)
+            saved = load_state(rng)
             torch.set_rng_state(saved["cpu"])
             if saved["cuda"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["cuda"])
@@ -347,6 +350,8 @@ class Trainer:
         for _ in range(self.batches_done):  # replay the data up to the saved position
             next(stream)
         metrics = self.output / "metrics.jsonl"
+        if self.rank == 0:
+            _trim_log(metrics, self.step)
         bar = tqdm(
             total=config.max_steps,
             initial=self.step,
@@ -413,6 +418,20 @@ class Trainer:
         log.flush()
         if self.world > 1:
             dist.barrier()
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Keep the rows of metrics.jsonl up to `step`: a run killed after its last checkpoint
+    logged steps that the resumed (or restarted) run logs again, and maybe half a line."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        with contextlib.suppress(ValueError):
+            if line.endswith("\n") and json.loads(line)["step"] <= step:
+                kept.append(line)
+    with atomic_file(path, "w") as handle:
+        handle.writelines(kept)
 
 
 class _StopFlag:

@@ -1,0 +1,127 @@
+"""Bad inputs shared by the bad-input tests of every reader, and the check that the CLI
+turns each into one clear line (`error: <file>: <what is wrong>; <the fix>`, exit code 2)."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PROSE = (
+    "Contrastive pre-training learns embeddings from pairs of neighbouring texts. "
+    "Each passage is paired with the next one, and the model learns to tell them apart "
+    "from the other passages of the batch.\n"
+)
+# Bytes that are no UTF-8 text, as readers meet them.
+NOT_UTF8 = {
+    "latin1": "café olé, déjà vu\n".encode("latin-1"),
+    "utf16_bom": "hello\nworld\n".encode("utf-16"),
+    "nul_bytes": b"hello\0world\n",
+    "binary_blob": random.Random(0).randbytes(4096),
+}
+DEEP_JSON = b"[" * 100_000 + b"\n"  # RecursionError in json.loads
+UNICODE_NAME = "dir with space/données ✓"  # + a suffix
+
+
+def gzip_truncated(lines: int = 2000) -> bytes:
+    """A .jsonl.gz cut in half: gzip.BadGzipFile/EOFError part way through."""
+    data = gzip.compress(
+        "".join(json.dumps({"text": f"{i} {PROSE}"}) + "\n" for i in range(lines)).encode()
+    )
+    return data[: len(data) // 2]
+
+
+def parquet_bytes(table) -> bytes:
+    """`table` as Parquet file bytes."""
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def parquet_bad_name(table, name: str) -> bytes:
+    """`table` as Parquet file bytes whose column `name` is no UTF-8 in the schema."""
+    return parquet_bytes(table).replace(name.encode(), b"\x80" + name.encode()[1:])
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    """Write `data` to `path`, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def write_big_line(path: Path, megabytes: float, prefix: str = "", suffix: str = "") -> Path:
+    """A file holding one line of `megabytes` MiB of words (no newline inside), written a
+    MiB at a time, between `prefix` and `suffix`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = ("word " * (1 << 18)).encode()[: 1 << 20]
+    with open(path, "wb") as handle:
+        handle.write(prefix.encode())
+        whole, part = divmod(int(megabytes * (1 << 20)), 1 << 20)
+        for _ in range(whole):
+            handle.write(chunk)
+        handle.write(chunk[:part] + suffix.encode() + b"\n")
+    return path
+
+
+def symlink_loops(folder: Path) -> Path:
+    """`folder` holding a link to itself (`self`) and a link to its own name (`me.txt`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "self").symlink_to(folder, target_is_directory=True)
+    (folder / "me.txt").symlink_to(folder / "me.txt")
+    return folder
+
+
+def unreadable(path: Path) -> Path:
+    """`path` made unreadable (chmod 000); skips the test as root, whom modes do not stop."""
+    if os.geteuid() == 0:
+        pytest.skip("running as root, which reads files whatever their mode")
+    path.chmod(0)
+    return path
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs longer than `seconds`."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def one_line_error(result, *names: str) -> str:
+    """The error line of a command that must have failed cleanly (a CliRunner result or a
+    finished subprocess): exit code 2, no traceback, one `error:` line (the last; progress
+    bars may come before), naming each of `names`."""
+    if isinstance(result, subprocess.CompletedProcess):
+        code, output = result.returncode, result.stderr
+    else:
+        code, output = result.exit_code, result.output
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert code == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in re.split(r"[\r\n]+", output) if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0], output[-3000:]
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    return errors[0]

@@ -1,0 +1,109 @@
+"""`cpt serve` on loopback under concurrent clients that mix valid requests with malformed,
+oversized, stalled and unauthorised ones: every request gets a correct answer, nothing
+crashes, and the server's memory stays flat."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import psutil
+import pytest
+from abuse import hammer, wrong_answers
+from test_app import _free_port
+
+KEY = "abuse-test-key"
+
+
+def _serve(timeout: float) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cpt_embed.cli", "serve", "--port", str(port)]
+        + ["--timeout", str(timeout), "--max-queue", "512"],
+        env={**os.environ, "CPT_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            return process, url
+        except httpx.HTTPError:
+            if process.poll() is None and time.time() < deadline:
+                time.sleep(0.2)
+                continue
+        process.kill()
+        raise RuntimeError(f"cpt serve did not start: {process.stderr.read()}")
+
+
+class _PeakRss(threading.Thread):
+    """Samples a process tree's resident memory every 0.25 s (cpt serve re-executes)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.25):
+            try:
+                tree = [self.process, *self.process.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in tree)
+            except psutil.Error:
+                return
+            self.samples.append((time.perf_counter(), rss))
+
+    def peak_between(self, start: float, end: float) -> int:
+        return max(rss for t, rss in self.samples if start <= t <= end)
+
+
+def _abuse(seconds: float, clients: int, timeout: float, warm_up: float) -> dict:
+    process, url = _serve(timeout)
+    try:
+        warm = asyncio.run(hammer(url, KEY, seconds=warm_up, clients=clients, seed=1))
+        assert not wrong_answers(warm), warm.summary()
+        rss = _PeakRss(process.pid)
+        rss.start()
+        began = time.perf_counter()
+        load = asyncio.run(hammer(url, KEY, seconds=seconds, clients=clients, seed=2))
+        ended = time.perf_counter()
+        rss.done.set()
+        rss.join()
+        assert process.poll() is None, "the server died"
+        third = (ended - began) / 3
+        first, last = rss.peak_between(began, began + third), rss.peak_between(ended - third, ended)
+        summary = load.summary() | {
+            "clients": clients,
+            "peak_rss_mib_first_third": round(first / 2**20),
+            "peak_rss_mib_last_third": round(last / 2**20),
+        }
+        print("\nabuse:", json.dumps(summary))
+        assert not wrong_answers(load), summary
+        # flat: the allocator settles within a few percent, no growth with the requests served
+        assert last <= first * 1.25 + 64 * 2**20, summary
+        assert load.summary()["valid_answered_per_s"] > 1, summary
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 200 and health.json()["queued_texts"] == 0
+        return summary
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
+    _abuse(seconds=8, clients=16, timeout=2, warm_up=3)
+
+
+@pytest.mark.slow
+def test_64_clients_for_60_s_of_abuse_leave_the_server_well_and_its_memory_flat():
+    _abuse(seconds=60, clients=64, timeout=2, warm_up=10)
