@@ -24,7 +24,7 @@ from cpt_embed.data.documents import documents_of
 from cpt_embed.data.readers import read_texts
 from cpt_embed.errors import CptError
 
-FUZZ_EXAMPLES = int(os.environ.get("CPT_FUZZ_EXAMPLES", "5000"))
+FUZZ_EXAMPLES = int(os.environ.get("CPT_FUZZ_EXAMPLES", "4000"))
 _COMMON = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
 QUICK = settings(max_examples=100, **_COMMON)
 SLOW = settings(max_examples=FUZZ_EXAMPLES, **_COMMON)

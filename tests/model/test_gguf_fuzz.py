@@ -22,9 +22,9 @@ from cpt_embed.model import gguf
 
 pytest.importorskip("gguf")
 
-FUZZ_EXAMPLES = int(os.environ.get("CPT_FUZZ_EXAMPLES", "5000"))
+FUZZ_EXAMPLES = int(os.environ.get("CPT_FUZZ_EXAMPLES", "4000"))
 _COMMON = {"deadline": None, "database": None, "suppress_health_check": list(HealthCheck)}
-QUICK = settings(max_examples=40, **_COMMON)
+QUICK = settings(max_examples=20, **_COMMON)
 SLOW = settings(max_examples=FUZZ_EXAMPLES // 10, **_COMMON)
 # More address space than this test needs, far less than the 6.5-billion-parameter model
 # transformers would build for a file without sizes: that fails here, not the machine.

@@ -9,17 +9,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cpt_embed.search.chunks import CODE_WINDOW_LINES, MAX_CHARS, Chunk, chunk_file
 
-SETTINGS = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
+SETTINGS = settings(max_examples=150, deadline=None, database=None)
 
 # Characters that some line splitters (str.splitlines) take for line ends, and NUL.
 ODD = ["\r", "\r\n", "\f", "\x0b", "\x1c", "\x85", "\u2028", "\u2029", "\t", "\0", " "]

@@ -304,3 +304,21 @@ def test_search_requests_are_bounded(encoder, body):
         response = client.post("/v1/search", json=body)
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("invalid request body")
+
+
+def test_callers_that_gave_up_are_not_embedded(encoder):
+    async def scenario():
+        batcher = MicroBatcher(encoder, max_batch_tokens=10_000, max_wait=0.05, max_queue=100)
+        await batcher.start()
+        try:
+            gone = asyncio.ensure_future(batcher.embed(["given up"] * 10, "query", 30))
+            await asyncio.sleep(0)
+            gone.cancel()
+            kept = await batcher.embed(["still waiting"], "query", 3)
+        finally:
+            await batcher.stop()
+        return kept, batcher.stats
+
+    kept, stats = asyncio.run(scenario())
+    assert stats.texts == 1  # the ten texts of the cancelled caller were dropped
+    np.testing.assert_allclose(kept, encoder.encode(["still waiting"]), atol=1e-3)

@@ -171,22 +171,28 @@ def _skip_value(data: mmap.mmap, order: str, offset: int, kind: int) -> int:
 
 
 def _check_size(path: Path, reader) -> None:
-    """Refuse a file whose metadata describes a bigger model than the weights it holds:
-    transformers would build that model first (where sizes are missing, from its defaults:
-    6.5 billion parameters for Llama), running out of memory. Built on no device here."""
+    """Refuse a file whose metadata describes more layers than it holds tensors, or a bigger
+    model than the weights it holds: transformers would build that model first (where sizes
+    are missing, from its defaults: 6.5 billion parameters for Llama), running out of time
+    or memory. Built on no device here."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
-    except Exception as err:  # transformers raises many types for metadata it cannot use
-        raise GgufError(f"{path}: transformers cannot read this GGUF file ({err})") from err
-    layers = getattr(config, "num_hidden_layers", 0)
-    if layers > len(reader.tensors):  # each layer has weights; building them would take long
+        arch = reader.fields["general.architecture"].contents()
+        layers = reader.fields[f"{arch}.block_count"].contents()
+    except (KeyError, ValueError):  # missing, or not UTF-8: transformers will tell
+        layers = 0
+    # Each layer has weights; transformers builds per-layer lists even for the config.
+    if isinstance(layers, int) and layers > len(reader.tensors):
         raise GgufError(
             f"{path}: the metadata describes {layers:,} layers, but the file holds "
             f"{len(reader.tensors)} tensors; the file is damaged or incomplete"
         )
+    try:
+        config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    except Exception as err:  # transformers raises many types for metadata it cannot use
+        raise GgufError(f"{path}: transformers cannot read this GGUF file ({err})") from err
     try:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)

@@ -109,6 +109,9 @@ class MicroBatcher:
                 jobs.append(job)
                 budget += job.tokens
             self._queued_texts -= sum(len(job.texts) for job in jobs)
+            # callers that gave up (past their deadline, disconnected) are not embedded:
+            # under overload that work would only make the next callers late too
+            jobs = [job for job in jobs if not job.future.done()]
             for side in dict.fromkeys(job.side for job in jobs):
                 await self._embed([job for job in jobs if job.side == side], side)
 
