@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cpt_embed.data.documents import documents_of
@@ -166,14 +166,31 @@ fields = st.sampled_from(["text", "body"])
 id_fields = st.sampled_from([None, "id", "body"])
 
 
+def _parquet_not_utf8() -> bytes:
+    """A Parquet file whose text column holds bytes that are not UTF-8."""
+    buffer = io.BytesIO()
+    table = pa.table({"text": ["\u00e9\u00e9", "ok"]})
+    pq.write_table(table, buffer, compression="none", use_dictionary=False)
+    return buffer.getvalue().replace("\u00e9\u00e9".encode(), b"\xff\xfe\xfd\xfc")
+
+
+# Inputs that once escaped as ValueError (a number past 4300 digits) or UnicodeDecodeError.
+HUGE_NUMBER = ("input.jsonl", b'{"text": "x", "n": ' + b"7" * 5000 + b"}")
+NOT_UTF8 = ("input.parquet", _parquet_not_utf8())
+
+
 @QUICK
 @given(file=corpus_files(), field=fields, id_field=id_fields)
+@example(file=HUGE_NUMBER, field="text", id_field=None)
+@example(file=NOT_UTF8, field="text", id_field=None)
 def test_read_texts_reads_or_raises_input_error(file, field, id_field):
     _check_read_texts(*file, field, id_field)
 
 
 @QUICK
 @given(file=corpus_files(), field=fields, id_field=id_fields)
+@example(file=HUGE_NUMBER, field="text", id_field=None)
+@example(file=NOT_UTF8, field="text", id_field=None)
 def test_documents_of_never_raises(file, field, id_field):
     _check_documents_of(*file, field, id_field)
 

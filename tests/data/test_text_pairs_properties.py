@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import accumulate
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cpt_embed.data.text_pairs import PassageSplitter
@@ -47,6 +47,7 @@ def _split(
 
 @SETTINGS
 @given(document=document, counter=counters, budget=budgets)
+@example(document='He said "Stop." Then he left.', counter=words, budget=4)
 def test_passages_keep_every_word_in_order(document, counter, budget):
     passages = _split(document, counter, budget)
     assert " ".join(p for p, _ in passages).split() == document.split()
@@ -55,6 +56,7 @@ def test_passages_keep_every_word_in_order(document, counter, budget):
 
 @SETTINGS
 @given(document=document, counter=counters, budget=budgets)
+@example(document="x" * 70 + " 0 0 0", counter=uneven, budget=9)
 def test_passages_keep_to_the_budget_unless_one_word(document, counter, budget):
     for passage, tokens in _split(document, counter, budget):
         assert tokens <= budget or len(passage.split()) == 1

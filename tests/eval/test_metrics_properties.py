@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cpt_embed.eval.metrics import ranked, ranking_metrics
@@ -62,6 +62,7 @@ def _trec_eval(run: dict, qrels: dict, k: int) -> dict[str, float]:
 
 @SETTINGS
 @given(qrels=qrels_strategy, run=run_strategy, k=cutoff)
+@example(qrels={"q1": {"a": 1}}, run={"q1": {"a": 1.0 + 1e-9, "d7": 1.0}}, k=1)
 def test_metrics_equal_trec_eval(qrels, run, k):
     ours = ranking_metrics(run, qrels, _names(k))
     assert ours == pytest.approx(_trec_eval(run, qrels, k), abs=1e-6)

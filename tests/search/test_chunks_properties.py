@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cpt_embed.search.chunks import CODE_WINDOW_LINES, MAX_CHARS, Chunk, chunk_file
@@ -90,6 +90,7 @@ def _check_layout(chunks: list[Chunk], lines: list[str], name: str) -> None:
 
 @SETTINGS
 @given(text=document, suffix=st.sampled_from(CODE_SUFFIXES))
+@example(text="import os\n\f\ndef f():\n    return 1\n", suffix=".py")  # a form feed
 def test_code_chunks_are_the_lines_they_name(folder, text, suffix):
     chunks = _chunks(folder, f"code{suffix}", text)
     if _binary(text) or not text.strip():
@@ -105,6 +106,7 @@ def test_code_chunks_are_the_lines_they_name(folder, text, suffix):
 
 @SETTINGS
 @given(text=document, suffix=st.sampled_from([".txt", ".md", ".rst"]))
+@example(text="a\n\n" + " " * 1500 + "\nb", suffix=".txt")  # a long blank line between
 def test_text_chunks_are_whole_paragraphs_within_the_size_bound(folder, text, suffix):
     chunks = _chunks(folder, f"doc{suffix}", text)
     if _binary(text) or not text.strip():

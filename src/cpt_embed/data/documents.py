@@ -125,10 +125,15 @@ def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:
     if field not in columns:
         counts["file_missing_field"] += 1
         return
-    counts["files_read"] += 1
     key = id_field or next((c for c in ("id", "_id") if c in columns), None)
-    ids = table.column(key).to_pylist() if key in columns else None
-    for row, value in enumerate(table.column(field).to_pylist()):
+    try:
+        ids = table.column(key).to_pylist() if key in columns else None
+        values = table.column(field).to_pylist()
+    except Exception:  # damaged data that read_table let through (text not UTF-8, say)
+        counts["file_unreadable"] += 1
+        return
+    counts["files_read"] += 1
+    for row, value in enumerate(values):
         if isinstance(value, str):
             yield Document(f"{relative}:{ids[row] if ids else row}", value, row + 1)
         else:

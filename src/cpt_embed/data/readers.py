@@ -128,7 +128,7 @@ def _parquet(path: Path, field: str, id_field: str | None) -> Texts:
         raise InputError(
             f"{path}: no column {field!r} (columns: {', '.join(columns)}); pass --field NAME"
         )
-    texts = table.column(field).to_pylist()
+    texts = _column(path, table, field)
     for row, value in enumerate(texts):
         if not isinstance(value, str):
             raise InputError(f"{path}: row {row} of {field!r} is {type(value).__name__}, not text")
@@ -136,11 +136,20 @@ def _parquet(path: Path, field: str, id_field: str | None) -> Texts:
     if id_field and id_field not in columns:
         raise InputError(f"{path}: no id column {id_field!r} (columns: {', '.join(columns)})")
     ids = (
-        [str(v) for v in table.column(id_column).to_pylist()]
+        [str(v) for v in _column(path, table, id_column)]
         if id_column
         else [str(i) for i in range(len(texts))]
     )
     return Texts(ids, texts)
+
+
+def _column(path: Path, table, name: str) -> list:
+    """The values of one column of a Parquet table; damaged data that reading the table
+    let through (text that is not UTF-8, say) fails here."""
+    try:
+        return table.column(name).to_pylist()
+    except Exception as err:  # pyarrow raises several types for damaged files
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
 
 
 def read_texts(source: str | Path, field: str = "text", id_field: str | None = None) -> Texts:
