@@ -46,7 +46,7 @@ def _user_errors(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         from cpt_embed.atomic import no_space_error
-        from cpt_embed.errors import CptError
+        from cpt_embed.errors import CptError, first_line
 
         try:
             try:
@@ -61,7 +61,7 @@ def _user_errors(func):
                 raise
             from rich.markup import escape
 
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            message = first_line(err)
             # escaped: rich would drop bracketed words such as cpt-embed[ray] as markup
             err_console.print(
                 f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True

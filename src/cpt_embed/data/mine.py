@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from collections import Counter
@@ -23,10 +22,10 @@ from cpt_embed.data.code_pairs import (
     pairs_from_source,
 )
 from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
-from cpt_embed.data.shards import ShardWriter
+from cpt_embed.data.shards import ShardWriter, json_records
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
-from cpt_embed.errors import InputError, first_line, missing_path
+from cpt_embed.errors import InputError, missing_path
 
 T = TypeVar("T")
 PROJECT_MARKERS = (
@@ -124,18 +123,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def _json_records(path: Path) -> Iterator[dict]:
     """The objects of a JSONL file; an error names the file and line."""
-    for number, line in _text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits too
-            raise InputError(
-                f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or drop it"
-            ) from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
-        yield record
+    return json_records(_text_lines(path), path)
 
 
 def _beir_texts(folder: Path) -> Iterator[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +52,30 @@ def read_shard(path: Path) -> Iterator[dict]:
             return
         opener = gzip.open if name.endswith(".gz") else open
         with opener(path, "rt", encoding="utf-8-sig") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits
-                    raise InputError(
-                        f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or "
-                        "drop it"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
-                yield record
+            yield from json_records(enumerate(handle, start=1), path)
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
     except (OSError, EOFError) as err:
         raise InputError(
             f"{path}: cannot read ({first_line(err)}); write the file again or leave it out"
         ) from None
+
+
+def json_records(lines: Iterable[tuple[int, str]], path: Path) -> Iterator[dict]:
+    """The JSON objects of numbered JSONL lines (blank lines skipped); a line that is not
+    one is an error naming the file and line."""
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits too
+            raise InputError(
+                f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or drop it"
+            ) from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
+        yield record
 
 
 def _manifest(path: Path) -> dict[str, Any]:

@@ -13,12 +13,13 @@ shards, for several GPUs or machines. Ray is an optional dependency (`cpt-embed[
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -212,9 +213,10 @@ def embed_shards(
     if pending and engine == "local":
         texts = _embed_local(pending, out, settings, batch_size, device, compile, show_progress)
     elif pending:
-        texts = _embed_ray(
-            pending, out, settings, batch_size, device, compile, actors, ray_address, show_progress
-        )
+        with _ray_session(ray_address) as ray:
+            texts = _embed_ray(
+                ray, pending, out, settings, batch_size, device, compile, actors, show_progress
+            )
     return ShardRun(len(shards), len(shards) - len(pending), texts, time.perf_counter() - start)
 
 
@@ -315,28 +317,16 @@ def _import_ray():
     return ray
 
 
-def _embed_ray(
-    pending: list[Shard],
-    out: Path,
-    settings: EmbedSettings,
-    batch_size: int,
-    device: str | None,
-    compile: bool,
-    actors: int,
-    ray_address: str | None,
-    show_progress: bool,
-) -> int:
-    """Ray Data over the texts of `pending`: tasks read the shards, an actor pool embeds
-    them, and this process writes each shard as soon as all its rows are back; the number
-    of texts embedded. Disconnects from Ray afterwards if it connected."""
+@contextlib.contextmanager
+def _ray_session(address: str | None) -> Iterator:
+    """The `ray` module connected to a cluster (`address`, or a local one), disconnected
+    afterwards if this connected it; errors the user can fix become one-line errors."""
     ray = _import_ray()
     connected = not ray.is_initialized()
     if connected:
-        ray.init(address=ray_address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False)
     try:
-        return _run_ray_dataset(
-            ray, pending, out, settings, batch_size, device, compile, actors, show_progress
-        )
+        yield ray
     except Exception as err:
         user_error = _user_error(err)
         if user_error is None:
@@ -347,7 +337,7 @@ def _embed_ray(
             ray.shutdown()
 
 
-def _run_ray_dataset(
+def _embed_ray(
     ray,
     pending: list[Shard],
     out: Path,
@@ -358,7 +348,9 @@ def _run_ray_dataset(
     actors: int,
     show_progress: bool,
 ) -> int:
-    """Build and run the Ray Data pipeline on the connected cluster; see `_embed_ray`."""
+    """Ray Data over the texts of `pending` on the connected cluster: tasks read the shards,
+    an actor pool embeds them, and this process writes each shard as soon as all its rows
+    are back; the number of texts embedded."""
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
     use_gpu = gpus > 0 and (device is None or device.startswith("cuda"))
