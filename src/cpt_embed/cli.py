@@ -168,8 +168,9 @@ def embed(
         bool | None,
         typer.Option(
             "--compile/--no-compile",
-            help=f"torch.compile the model: ~30 s start-up, faster from then on "
-            f"(default: on from {COMPILE_FROM:,} texts; off with -o FOLDER).",
+            help=f"torch.compile the model: ~30 s start-up, faster from then on on GPUs and "
+            f"in float32; CPU bfloat16 runs faster eager (default: on from {COMPILE_FROM:,} "
+            "texts; off with -o FOLDER).",
         ),
     ] = None,
     engine: Annotated[
@@ -296,7 +297,8 @@ def eval_(
         bool,
         typer.Option(
             "--compile/--no-compile",
-            help="torch.compile the model (~30 s start-up, faster from then on).",
+            help="torch.compile the model (~30 s start-up, faster from then on on GPUs and "
+            "in float32; CPU bfloat16 runs faster eager).",
         ),
     ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the CV splits and distractors.")] = 0,

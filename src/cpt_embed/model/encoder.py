@@ -17,7 +17,6 @@ from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
 from cpt_embed.errors import InputError
-from cpt_embed.model.compiled import InferenceCompiler
 from cpt_embed.model.config import (
     CONFIG_NAME,
     NO_DELIMITERS,
@@ -25,6 +24,7 @@ from cpt_embed.model.config import (
     EncoderConfig,
     Side,
 )
+from cpt_embed.model.inference import InferenceCompiler, InferenceCopy, is_packed
 from cpt_embed.model.pooling import pool
 from cpt_embed.model.resolve import DEFAULT_MODEL, DEFAULT_MODEL_ID, resolve_model
 from cpt_embed.model.st_format import (
@@ -150,6 +150,7 @@ class Encoder(nn.Module):
             and not hasattr(embeddings, "padding_idx")
         )
         self._no_cache = "use_cache" in params
+        self._inference = InferenceCopy()
         self._compiler = InferenceCompiler()
 
     # ---------------------------------------------------------------- loading and saving
@@ -266,7 +267,7 @@ class Encoder(nn.Module):
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._no_cache:
             inputs["use_cache"] = False
-        hidden = backbone(**inputs).last_hidden_state
+        hidden = backbone(**inputs).last_hidden_state.float()
         vectors = pool(hidden, mask, batch["pool_index"], batch["first_index"], self.config.pooling)
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
@@ -287,11 +288,13 @@ class Encoder(nn.Module):
         `side="document"`. Texts are sorted by length and batched by at most `batch_size`
         texts and `max_batch_tokens` padded tokens (default: 4096 on CPU, no limit
         elsewhere); in float32 the result does not depend on order or batch size.
-        `dtype="auto"` computes in bfloat16 where the hardware does so natively.
+        `dtype="auto"` computes in bfloat16 where the hardware does so natively, on a copy
+        of the weights cast once and kept until they change (half the float32 weights' size).
         `compile=True` runs a torch.compile'd copy with frozen weights: worth its start-up
-        (about 30 s) for tens of thousands of texts; it falls back to eager mode where it
-        fails. Empty strings embed their delimiters alone; long texts are truncated to
-        max_length, always keeping the closing delimiter.
+        (about 30 s) for tens of thousands of texts on GPUs or in float32; on CPU in
+        bfloat16 the eager copy with pre-packed weights is faster and runs instead. It falls
+        back to eager mode where compiling fails. Empty strings embed their delimiters
+        alone; long texts are truncated to max_length, always keeping the closing delimiter.
         """
         texts = _check_texts(texts)
         if batch_size < 1:
@@ -308,41 +311,38 @@ class Encoder(nn.Module):
         sequences = self._tokens.encode(texts, side)
         batches = length_batches([len(s) for s in sequences], batch_size, max_batch_tokens)
         # once per call: checking the weights for changes is not per-batch work
-        compiled = self._compiler.module(self.backbone) if compile else None
-        autocast = (
-            torch.autocast(device.type, dtype=compute)
-            if compute != torch.float32
-            else contextlib.nullcontext()
-        )
+        backbone = self._inference.backbone(self.backbone, compute)
+        # a pre-packed CPU copy runs faster in eager mode than compiled (docs/benchmarks.md)
+        compiled = self._compiler.module(backbone) if compile and not is_packed(backbone) else None
         was_training = self.training
         self.eval()
         try:
             with (
                 torch.inference_mode(),
-                autocast,
                 tqdm(
                     total=len(texts), disable=not show_progress, unit="text", desc="embedding"
                 ) as bar,
             ):
                 for rows in batches:
                     batch = self._to_device(self._tokens.pad([sequences[i] for i in rows], side))
-                    out[rows] = self._encode_batch(batch, compiled).float().cpu().numpy()
+                    vectors = self._encode_batch(batch, backbone, compiled)
+                    out[rows] = vectors.float().cpu().numpy()
                     bar.update(len(rows))
         finally:
             self.train(was_training)
         return out
 
     def _encode_batch(
-        self, batch: dict[str, torch.Tensor], compiled: nn.Module | None
+        self, batch: dict[str, torch.Tensor], backbone: nn.Module, compiled: nn.Module | None
     ) -> torch.Tensor:
         if compiled is None:
-            return self._embed(batch, self.backbone)
+            return self._embed(batch, backbone)
         rows = len(batch["input_ids"])
         if rows == 1:  # a batch of one would cost a second compilation (size 1 is special)
             batch = {k: v.expand(2, *v.shape[1:]) for k, v in batch.items()}
         return self._compiler.run(
             lambda: self._embed(batch, compiled)[:rows],
-            lambda: self._embed(batch, self.backbone)[:rows],
+            lambda: self._embed(batch, backbone)[:rows],
         )
 
 
