@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class CptError(Exception):
@@ -27,3 +29,16 @@ def missing_path(path: str | os.PathLike, what: str = "file or folder") -> Input
 def first_line(err: BaseException) -> str:
     """A library's error message cut to its first line (some run to several)."""
     return str(err).strip().split("\n", 1)[0] or type(err).__name__
+
+
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Errors from reading a text file (not UTF-8, unreadable) as one line naming it."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"{os.fspath(path)}: not UTF-8 ({err.reason}); convert it to UTF-8"
+        ) from None
+    except OSError as err:
+        raise InputError(f"{os.fspath(path)}: cannot read ({err.strerror or err})") from None

@@ -25,7 +25,7 @@ from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
 from cpt_embed.data.shards import ShardWriter, json_records
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
-from cpt_embed.errors import InputError, missing_path
+from cpt_embed.errors import InputError, missing_path, reading
 
 T = TypeVar("T")
 PROJECT_MARKERS = (
@@ -112,13 +112,8 @@ def _run(
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 file; an error names the file."""
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            yield from enumerate(handle, start=1)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    with reading(path), open(path, encoding="utf-8-sig") as handle:
+        yield from enumerate(handle, start=1)
 
 
 def _json_records(path: Path) -> Iterator[dict]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpt_embed.checksums import sha256_of
-from cpt_embed.errors import InputError, first_line, missing_path
+from cpt_embed.errors import InputError, first_line, missing_path, reading
 
 DATA_ENV = "CPT_DATA"
 
@@ -50,16 +50,13 @@ def _require(path: Path) -> Path:
 @contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Errors from reading `path` (encoding, damage, permissions) as one naming it."""
-    try:
-        yield
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
-    except csv.Error as err:
-        raise InputError(f"{path}: not a TSV file as expected ({err})") from None
-    except RecursionError:
-        raise InputError(f"{path}: JSON nested too deeply to read") from None
-    except OSError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    with reading(path):
+        try:
+            yield
+        except csv.Error as err:
+            raise InputError(f"{path}: not a TSV file as expected ({err})") from None
+        except RecursionError:
+            raise InputError(f"{path}: JSON nested too deeply to read") from None
 
 
 class Checksums:
