@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line
 from cpt_embed.model.config import (
     CONFIG_NAME,
     NO_DELIMITERS,
@@ -400,7 +400,7 @@ def _unreadable(folder: Path, what: str):
     try:
         yield
     except Exception as err:  # transformers, tokenizers and safetensors raise many kinds
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(
-            f"{folder}: cannot read {what} ({detail[:200]}); re-save or reinstall the model"
+            f"{folder}: cannot read {what} ({first_line(err)[:200]}); re-save or reinstall "
+            "the model"
         ) from err

@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, first_line
 from cpt_embed.train.loss import TAU_INIT, TAU_MAX
 
 
@@ -188,7 +188,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
             f"{path}: not valid YAML{where} ({err.problem or err.context}); fix the file"
         ) from None
     except (yaml.YAMLError, ValueError) as err:  # ValueError: an int of 4300+ digits
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise InputError(f"{path}: not valid YAML ({first_line(err)})") from None
     except RecursionError:
         raise InputError(f"{path}: nested too deeply to read; a config is one mapping") from None
     if loaded is None:  # an empty file: every setting from the flags or the defaults
