@@ -81,6 +81,25 @@ def test_a_killed_writes_leftovers_go_with_the_next_write_a_live_ones_stay(tmp_p
     assert [p.name for p in target.iterdir()] == ["a"]  # the last to finish wins
 
 
+def test_a_killed_file_writes_leftover_goes_with_the_next_write_a_live_ones_stays(tmp_path):
+    target = tmp_path / "f.txt"
+    script = (
+        "import time\nfrom cpt_embed.atomic import atomic_file\n"
+        f"with atomic_file({str(target)!r}, 'w') as handle:\n"
+        "    handle.write('half')\n    handle.flush()\n    time.sleep(300)\n"
+    )
+    half_written = lambda: any(p.read_text() == "half" for p in tmp_path.glob(".f.txt.*.tmp"))  # noqa: E731
+    assert run_killed([sys.executable, "-c", script], ready=half_written, delay=0)
+    assert half_written() and not target.exists()
+    with atomic_file(target, "w") as live:
+        live.write("1")
+        with atomic_file(target, "w") as other:  # a second writer while the first is at work
+            other.write("2")
+        assert len(list(tmp_path.glob(".f.txt.*.tmp"))) == 1  # the live one's
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+    assert target.read_text() == "1"  # the last to finish wins
+
+
 def test_readers_never_find_a_replaced_folder_missing(tmp_path):
     target = tmp_path / "d"
     with atomic_dir(target) as tmp:

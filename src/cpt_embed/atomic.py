@@ -100,10 +100,13 @@ def _exchange(a: Path, b: Path) -> bool:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
-    """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
+    """Open a temporary file beside `path`; on success it replaces `path` in one rename.
+    What killed writes of `path` left beside it is deleted first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale(path)
+    tmp, fd = _locked_temporary(path, folder=False)
+    lock = os.dup(fd)  # the lock lasts while either is open: through the rename below
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         with os.fdopen(fd, mode) as handle:
@@ -112,36 +115,48 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as err:
-        no_space = _no_space(err, Path(tmp), path)
+        no_space = _no_space(err, tmp, path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if no_space is not None:
             raise no_space from err
         raise
+    finally:
+        os.close(lock)
 
 
-def _locked_folder(path: Path) -> tuple[Path, int]:
-    """A new temporary folder beside `path`, and a descriptor that holds a lock on it while
-    open (a dead process holds none, even one killed by SIGKILL). It is locked before it
-    takes the name that `_remove_stale` looks for."""
-    made = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
-    fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY)
-    with contextlib.suppress(OSError):  # no locks (some NFS): then no one removes it either
-        fcntl.flock(fd, fcntl.LOCK_EX)
-    tmp = Path(made).with_suffix(".tmp")
-    os.rename(made, tmp)
-    return tmp, fd
+def _locked_temporary(path: Path, *, folder: bool) -> tuple[Path, int]:
+    """A new temporary file or folder beside `path`, and a descriptor of it that holds a
+    lock on it while open (a dead process holds none, even one killed by SIGKILL)."""
+    name = {"dir": path.parent, "prefix": f".{path.name}.", "suffix": ".tmp"}
+    while True:
+        if folder:
+            made = tempfile.mkdtemp(**name)
+            fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY)
+        else:
+            fd, made = tempfile.mkstemp(**name)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks (some NFS): then no one removes it either
+            return Path(made), fd
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(made).st_ino == os.fstat(fd).st_ino:
+                return Path(made), fd
+        os.close(fd)  # `_remove_stale` took it before it was locked: make another
 
 
 def _remove_stale(path: Path) -> None:
-    """Delete the temporary folders that writes of `path` killed midway left: those whose
-    lock no live process holds."""
+    """Delete the temporary files or folders that writes of `path` killed midway left:
+    those whose lock no live process holds."""
     for stale in path.parent.glob(f".{glob.escape(path.name)}.????????.tmp"):
         with contextlib.suppress(OSError):
-            fd = os.open(stale, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(stale, os.O_RDONLY)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(stale)
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    os.unlink(stale)
             finally:
                 os.close(fd)
 
@@ -157,7 +172,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(path)
-    tmp, lock = _locked_folder(path)
+    tmp, lock = _locked_temporary(path, folder=True)
     os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
