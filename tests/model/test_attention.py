@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt_embed.model import attention
-from cpt_embed.model.attention import cpu_attention, use_cpu_attention
+from cpt_embed.model.attention import RAGGED, Ragged, cpu_attention, use_cpu_attention
 
 
 def _inputs(batch: int, tokens: int, dtype: torch.dtype, padded: bool):
@@ -80,3 +80,36 @@ def test_models_not_on_sdpa_are_left_alone(tiny_bert):
     model = AutoModel.from_pretrained(tiny_bert, attn_implementation="eager")
     assert not use_cpu_attention(model)
     assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("group", [1, 1 << 20])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_ragged_row_attends_within_each_sequence_as_sdpa_does_alone(monkeypatch, group, dtype):
+    # group 1: past the cache-sized group the re-padded sequences go to torch's SDPA
+    monkeypatch.setattr(attention, "_SCORES_PER_GROUP", group * 4 * 6 * 6)
+    lengths, total = [5, 1, 6, 3], 17  # two tokens past the last sequence, as buckets leave
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, total, 8, generator=generator, dtype=dtype) for _ in range(3))
+    ragged = Ragged.of(lengths, total)
+    with torch.no_grad():
+        ours, _ = cpu_attention(nn.Module(), q, k, v, None, scaling=0.3, **{RAGGED: ragged})
+    assert ours.shape == (1, total, 4, 8)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    start = 0
+    for n in lengths:
+        part = slice(start, start + n)
+        alone = F.scaled_dot_product_attention(
+            q[:, :, part], k[:, :, part], v[:, :, part], scale=0.3
+        )
+        torch.testing.assert_close(
+            ours[:, part], alone.transpose(1, 2), atol=tolerance, rtol=tolerance
+        )
+        start += n
+    assert ragged.positions.tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 0]
+
+
+def test_a_ragged_row_outside_inference_is_refused():
+    ragged = Ragged.of([2, 1])
+    q = torch.randn(1, 2, 3, 4, requires_grad=True)
+    with pytest.raises(ValueError, match="ragged rows run only"):
+        cpu_attention(nn.Module(), q, q, q, None, **{RAGGED: ragged})

@@ -154,6 +154,18 @@ def test_result_does_not_depend_on_batch_size_or_order(tiny_model):
     np.testing.assert_allclose(shuffled, one_by_one[order], atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bf16"])
+def test_encode_runs_without_dropout_and_leaves_the_training_mode_as_it_was(tiny_bert, dtype):
+    encoder = Encoder.load(tiny_bert)  # dropout 0.1: a forward in training mode is random
+    expected = encoder.encode(TEXTS, dtype=dtype)
+    encoder.train()
+    np.testing.assert_array_equal(encoder.encode(TEXTS, dtype=dtype), expected)
+    assert all(m.training for m in encoder.modules())
+    encoder.eval()
+    encoder.encode(TEXTS, dtype=dtype)
+    assert not any(m.training for m in encoder.modules())
+
+
 def test_token_budget_batches_cover_every_text_once():
     lengths = [5, 40, 12, 40, 3, 7, 100, 12]
     batches = length_batches(lengths, batch_size=3, max_tokens=60)

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt_embed import Encoder
-from cpt_embed.model.inference import InferenceCopy, PackedLinear, is_packed
+from cpt_embed.model.attention import use_cpu_attention
+from cpt_embed.model.inference import InferenceCopy, PackedLinear, _takes_ragged_rows, is_packed
 
 TEXTS = ["a short text", "def f(x):\n    return x * 2", "", "word " * 80, "one more"]
 
@@ -70,6 +71,7 @@ def test_bf16_copy_matches_autocast_and_follows_weight_changes(tiny_bert_no_drop
     copy = encoder._inference.backbone(encoder.backbone, torch.bfloat16)
     assert is_packed(copy) == torch.backends.mkldnn.is_available()
     assert copy.config._attn_implementation == "cpt_cpu"
+    assert encoder._inference.ragged(copy)  # so the vectors above came from ragged rows
     # the copy is not part of the model: saving and training see the float32 weights only
     assert all(p.dtype == torch.float32 for p in encoder.parameters())
     assert not any(k.startswith("_inference") for k in encoder.state_dict())
@@ -96,3 +98,22 @@ def test_compile_on_a_packed_cpu_copy_runs_it_eagerly(tiny_bert, monkeypatch):
     np.testing.assert_array_equal(
         encoder.encode(TEXTS, dtype="bf16", compile=True), encoder.encode(TEXTS, dtype="bf16")
     )
+
+
+def test_only_models_that_give_ragged_rows_their_padded_states_get_them(tiny_bert):
+    from transformers import AutoModel, RobertaConfig, RobertaModel
+
+    bert = AutoModel.from_pretrained(tiny_bert).eval()
+    assert use_cpu_attention(bert) and _takes_ragged_rows(bert)
+    # RoBERTa numbers positions from padding_idx + 1: ids from 0 would shift every one
+    config = RobertaConfig(
+        vocab_size=99,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=40,
+        attn_implementation="sdpa",
+    )
+    roberta = RobertaModel(config).eval()
+    assert use_cpu_attention(roberta) and not _takes_ragged_rows(roberta)

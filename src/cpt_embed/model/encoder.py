@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
 from cpt_embed.errors import InputError, first_line
+from cpt_embed.model.attention import RAGGED
 from cpt_embed.model.config import (
     CONFIG_NAME,
     NO_DELIMITERS,
@@ -258,16 +259,22 @@ class Encoder(nn.Module):
         """Embeddings (batch, dim) of a batch from `tokenize`, normalised if configured."""
         return self._embed(batch, self.backbone)
 
-    def _embed(self, batch: dict[str, torch.Tensor], backbone: nn.Module) -> torch.Tensor:
+    def _embed(self, batch: dict[str, Any], backbone: nn.Module) -> torch.Tensor:
         mask = batch["attention_mask"]
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": mask}
+        ragged = batch.get("ragged")
+        inputs = {"input_ids": batch["input_ids"]}
+        if ragged is not None:  # from DelimitedTokenizer.ragged
+            inputs |= {"position_ids": batch["position_ids"], RAGGED: ragged}
+        else:
+            inputs["attention_mask"] = mask
         if "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
-        if self._explicit_positions:
+        if self._explicit_positions and ragged is None:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._no_cache:
             inputs["use_cache"] = False
-        hidden = backbone(**inputs).last_hidden_state.float()
+        hidden = backbone(**inputs).last_hidden_state
+        hidden = (hidden[0][ragged.index] if ragged is not None else hidden).float()
         vectors = pool(hidden, mask, batch["pool_index"], batch["first_index"], self.config.pooling)
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
@@ -314,8 +321,12 @@ class Encoder(nn.Module):
         backbone = self._inference.backbone(self.backbone, compute)
         # a pre-packed CPU copy runs faster in eager mode than compiled (docs/benchmarks.md)
         compiled = self._compiler.module(backbone) if compile and not is_packed(backbone) else None
+        ragged = compiled is None and self._inference.ragged(backbone)
+        # the copy is always in eval mode; switching the backbone's ~100 modules costs 0.5 ms
+        switch = backbone is self.backbone and any(m.training for m in self.modules())
         was_training = self.training
-        self.eval()
+        if switch:
+            self.eval()
         try:
             with (
                 torch.inference_mode(),
@@ -324,12 +335,17 @@ class Encoder(nn.Module):
                 ) as bar,
             ):
                 for rows in batches:
-                    batch = self._to_device(self._tokens.pad([sequences[i] for i in rows], side))
+                    chosen = [sequences[i] for i in rows]
+                    if ragged:
+                        batch = self._tokens.ragged(chosen, side)
+                    else:
+                        batch = self._to_device(self._tokens.pad(chosen, side))
                     vectors = self._encode_batch(batch, backbone, compiled)
                     out[rows] = vectors.float().cpu().numpy()
                     bar.update(len(rows))
         finally:
-            self.train(was_training)
+            if switch:
+                self.train(was_training)
         return out
 
     def _encode_batch(

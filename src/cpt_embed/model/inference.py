@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt_embed.model.attention import use_cpu_attention
+from cpt_embed.model.attention import RAGGED, Ragged, use_cpu_attention
 
 T = TypeVar("T")
+# How far (relative to the largest value) ragged hidden states may be from padded ones in
+# the probe: bfloat16 rounding in differently shaped products stays far below it, a
+# position off by one or a token attending to another sequence goes far beyond.
+_PROBE_TOLERANCE = 0.02
 
 
 def _weights_key(module: nn.Module) -> tuple:
@@ -65,6 +69,28 @@ def _pack_linears(backbone: nn.Module) -> None:
                     setattr(module, name, fast)
 
 
+def _takes_ragged_rows(backbone: nn.Module) -> bool:
+    """True where the model gives sequences in a ragged row the hidden states it gives them
+    padded: it passes keyword arguments through to its attention and numbers positions
+    from 0 (RoBERTa-style position ids, for one, do not)."""
+    lengths = [7, 3, 5]
+    vocab = int(getattr(backbone.config, "vocab_size", 2))
+    tokens = torch.randint(1, vocab, (sum(lengths),), generator=torch.Generator().manual_seed(0))
+    ragged = Ragged.of(lengths, sum(lengths) + 2)
+    padded = torch.zeros(ragged.valid.shape, dtype=torch.long)
+    padded[ragged.valid] = tokens
+    row = torch.cat([tokens, tokens.new_zeros(2)])[None]
+    try:
+        with torch.inference_mode():
+            expected = backbone(input_ids=padded, attention_mask=ragged.valid.long())
+            got = backbone(input_ids=row, position_ids=ragged.positions[None], **{RAGGED: ragged})
+    except (TypeError, ValueError, RuntimeError):
+        return False
+    expected = expected.last_hidden_state[ragged.valid].float()
+    got = got.last_hidden_state[0, : sum(lengths)].float()
+    return bool((got - expected).abs().max() <= _PROBE_TOLERANCE * expected.abs().max())
+
+
 def is_packed(backbone: nn.Module) -> bool:
     """True for a copy with PackedLinear layers: on CPU it runs faster in eager mode than
     torch.compile makes it (docs/benchmarks.md), so `encode` does not compile it."""
@@ -78,6 +104,7 @@ class InferenceCopy:
     def __init__(self) -> None:
         self._copy: nn.Module | None = None
         self._key: tuple | None = None
+        self._ragged = False
 
     def backbone(self, backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
         """`backbone` itself in float32, else the copy."""
@@ -87,11 +114,17 @@ class InferenceCopy:
         if key != self._key:
             self._copy = None  # free the old copy before making the new one
             cast = copy.deepcopy(backbone).to(dtype).eval().requires_grad_(False)
+            ragged = False
             if next(cast.parameters()).device.type == "cpu":
-                use_cpu_attention(cast)
+                ragged = use_cpu_attention(cast) and _takes_ragged_rows(cast)
                 _pack_linears(cast)
-            self._copy, self._key = cast, key
+            self._copy, self._key, self._ragged = cast, key, ragged
         return self._copy
+
+    def ragged(self, backbone: nn.Module) -> bool:
+        """True where `backbone` is the copy and it takes ragged rows of sequences
+        (`DelimitedTokenizer.ragged`): its linear layers then never compute padding."""
+        return backbone is self._copy and self._ragged
 
 
 class InferenceCompiler:

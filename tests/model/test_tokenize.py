@@ -1,0 +1,28 @@
+"""Ragged rows from DelimitedTokenizer against its padded batches."""
+
+from __future__ import annotations
+
+import torch
+
+from cpt_embed import Encoder
+from cpt_embed.model.tokenize import _bucket
+
+
+def test_buckets_cover_the_tokens_with_at_most_an_eighth_more_and_few_sizes():
+    sizes = {_bucket(n) for n in range(1, 4097)}
+    assert all(n <= _bucket(n) <= n + n / 8 for n in range(1, 5000))
+    assert len(sizes) < 100  # vs 4,096 row lengths unbucketed
+
+
+def test_a_ragged_row_holds_the_padded_batch_s_tokens_end_to_end(tiny_bert):
+    tokens = Encoder.load(tiny_bert)._tokens
+    sequences = tokens.encode(["a short text", "a much longer text than that one is", "x"], "query")
+    padded = tokens.pad(sequences, "query")
+    row = tokens.ragged(sequences, "query")
+    real = sum(len(s) for s in sequences)
+    assert row["input_ids"].shape == (1, _bucket(real))
+    assert row["input_ids"][0, :real].tolist() == [t for s in sequences for t in s]
+    assert (row["input_ids"][0, real:] == tokens.pad_id).all()
+    for key in ("attention_mask", "pool_index", "first_index"):
+        torch.testing.assert_close(row[key], padded[key])  # right padding: the same layout
+    assert row["position_ids"][0, : len(sequences[0])].tolist() == list(range(len(sequences[0])))
