@@ -54,7 +54,8 @@ def test_gradients_and_causal_attention_go_to_sdpa(monkeypatch):
     with torch.no_grad():
         cpu_attention(causal, q, k, v, None)
         cpu_attention(nn.Module(), q, k, v, mask, dropout=0.1)
-    assert len(calls) == 3
+        cpu_attention(nn.Module(), q, k, v, mask, sliding_window=2)  # ModernBERT's local layers
+    assert len(calls) == 4
 
 
 def test_bert_switches_and_gives_the_same_hidden_states(tiny_bert):
@@ -108,8 +109,10 @@ def test_a_ragged_row_attends_within_each_sequence_as_sdpa_does_alone(monkeypatc
     assert ragged.positions.tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 0]
 
 
-def test_a_ragged_row_outside_inference_is_refused():
+def test_a_ragged_row_outside_inference_or_with_a_sliding_window_is_refused():
     ragged = Ragged.of([2, 1])
     q = torch.randn(1, 2, 3, 4, requires_grad=True)
     with pytest.raises(ValueError, match="ragged rows run only"):
         cpu_attention(nn.Module(), q, q, q, None, **{RAGGED: ragged})
+    with torch.no_grad(), pytest.raises(ValueError, match="ragged rows run only"):
+        cpu_attention(nn.Module(), q, q, q, None, sliding_window=2, **{RAGGED: ragged})

@@ -117,3 +117,35 @@ def test_only_models_that_give_ragged_rows_their_padded_states_get_them(tiny_ber
     )
     roberta = RobertaModel(config).eval()
     assert use_cpu_attention(roberta) and not _takes_ragged_rows(roberta)
+
+
+def test_sliding_window_models_keep_their_windows_and_get_no_ragged_rows():
+    from transformers import ModernBertConfig, ModernBertModel
+
+    torch.manual_seed(0)
+    config = ModernBertConfig(
+        vocab_size=99,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=256,
+        local_attention=16,  # layer 0 attends within 8 tokens each side, layer 1 to all
+        global_attn_every_n_layers=2,
+        attn_implementation="sdpa",
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+        cls_token_id=None,
+        sep_token_id=None,
+    )
+    model = ModernBertModel(config).eval()
+    ids = torch.randint(1, 99, (3, 60))
+    mask = torch.ones_like(ids)
+    mask[1, 30:], mask[2, 5:] = 0, 0
+    real = mask.bool()
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).last_hidden_state[real]
+        assert use_cpu_attention(model) and not _takes_ragged_rows(model)
+        ours = model(input_ids=ids, attention_mask=mask).last_hidden_state[real]
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)

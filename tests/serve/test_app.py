@@ -305,8 +305,28 @@ def test_cross_origin_calls_are_closed_unless_origins_are_named(encoder):
             "/v1/embeddings", headers={**preflight, "Origin": "https://app.example"}
         )
         refused = client.options("/v1/embeddings", headers=preflight)
+        body = {"model": "default", "input": "x"}
+        embedded = client.post(
+            "/v1/embeddings", json=body, headers={"Origin": "https://app.example"}
+        )
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-origin" not in refused.headers
+    # answered by the guard in front of FastAPI, and still inside CORS
+    assert embedded.status_code == 200
+    assert embedded.headers["access-control-allow-origin"] == "https://app.example"
+
+
+@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded"])
+def test_bodies_not_sent_as_json_are_refused_as_fastapi_refuses_them(client, kind):
+    # a browser sends these across sites without a preflight: they must not be embedded
+    body = json.dumps({"model": "default", "input": "x"})
+    response = client.post("/v1/embeddings", content=body, headers={"Content-Type": kind})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("invalid request body")
+    typed = client.post(
+        "/v1/embeddings", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+    assert typed.status_code == 200
 
 
 @pytest.mark.parametrize(

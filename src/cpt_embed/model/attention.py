@@ -93,7 +93,11 @@ def cpu_attention(
         and not is_causal
         and not getattr(module, "is_causal", False)
         and key.shape[1] == query.shape[1]
-        and not any(kwargs.get(k) is not None for k in ("position_bias", "softcap", "sinks"))
+        # sliding windows (ModernBERT's local layers) mask more than padding
+        and not any(
+            kwargs.get(k) is not None
+            for k in ("position_bias", "softcap", "sinks", "sliding_window")
+        )
         and (attention_mask is None or attention_mask.dim() == 4)
     )
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling

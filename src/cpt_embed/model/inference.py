@@ -23,9 +23,9 @@ from cpt_embed.model.attention import RAGGED, Ragged, use_cpu_attention
 
 T = TypeVar("T")
 # How far (relative to the largest value) ragged hidden states may be from padded ones in
-# the probe: bfloat16 rounding in differently shaped products stays far below it, a
-# position off by one or a token attending to another sequence goes far beyond.
-_PROBE_TOLERANCE = 0.02
+# the probe: bfloat16 rounding in differently shaped products stays below it (BERT: 0.0),
+# a position off by one or a token attending to another sequence goes far beyond (0.3-1).
+_PROBE_TOLERANCE = 0.005
 
 
 def _weights_key(module: nn.Module) -> tuple:
@@ -73,7 +73,7 @@ def _takes_ragged_rows(backbone: nn.Module) -> bool:
     """True where the model gives sequences in a ragged row the hidden states it gives them
     padded: it passes keyword arguments through to its attention and numbers positions
     from 0 (RoBERTa-style position ids, for one, do not)."""
-    lengths = [7, 3, 5]
+    lengths = [70, 3, 45]  # past small sliding windows, which masks would have to apply
     vocab = int(getattr(backbone.config, "vocab_size", 2))
     tokens = torch.randint(1, vocab, (sum(lengths),), generator=torch.Generator().manual_seed(0))
     ragged = Ragged.of(lengths, sum(lengths) + 2)
@@ -84,7 +84,7 @@ def _takes_ragged_rows(backbone: nn.Module) -> bool:
         with torch.inference_mode():
             expected = backbone(input_ids=padded, attention_mask=ragged.valid.long())
             got = backbone(input_ids=row, position_ids=ragged.positions[None], **{RAGGED: ragged})
-    except (TypeError, ValueError, RuntimeError):
+    except Exception:  # whatever the model makes of a ragged row, padded batches still work
         return False
     expected = expected.last_hidden_state[ragged.valid].float()
     got = got.last_hidden_state[0, : sum(lengths)].float()

@@ -154,6 +154,16 @@ def _invalid_body(errors: list[dict], skip: int) -> ApiError:
 Handler = Callable[[bytes], Awaitable[Response]]
 
 
+def _json_or_untyped(headers: dict[bytes, bytes]) -> bool:
+    """True for a body FastAPI would read as JSON: no Content-Type, or application/json or
+    application/*+json. Others go to FastAPI, which refuses them as it always has (a
+    browser can send text/plain across sites without asking first)."""
+    kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return kind in (b"", b"application/json") or (
+        kind.startswith(b"application/") and kind.endswith(b"+json")
+    )
+
+
 class _Guard:
     """ASGI middleware in front of everything: counts requests and time per known path,
     checks the API key on /v1/ paths, caps the request body and gives each request a
@@ -259,7 +269,7 @@ class _Guard:
                 break
         body = b"".join(chunks)
         handler = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
-        if handler is not None:
+        if handler is not None and _json_or_untyped(dict(scope["headers"])):
             await (await handler(body))(scope, receive, send)
             return
         replayed = False
@@ -427,9 +437,11 @@ def create_app(
 
     async def embeddings_direct(raw: bytes) -> Response:
         try:
-            return await embeddings(EmbeddingRequest.model_validate_json(raw))
+            body = EmbeddingRequest.model_validate_json(raw)
         except ValidationError as err:
             return _invalid_body(err.errors(), skip=0).response()
+        try:
+            return await embeddings(body)
         except ApiError as err:
             return err.response()
 
@@ -464,13 +476,7 @@ def create_app(
     async def index_page() -> str:
         return page
 
-    if cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
+    # the guard inside CORS: its own answers (direct, 401, 413, 503) carry CORS headers too
     app.add_middleware(
         _Guard,
         metrics=metrics,
@@ -480,4 +486,11 @@ def create_app(
         timeout=timeout,
         direct={"/v1/embeddings": embeddings_direct},
     )
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return app
