@@ -208,11 +208,12 @@ class _Guard:
             await send(message)
 
         try:
-            error = self._refusal(scope)
+            headers = dict(scope["headers"])
+            error = self._refusal(scope, headers)
             if error is None:
                 try:
                     async with asyncio.timeout(self.timeout):
-                        await self._answer(scope, receive, send_and_record)
+                        await self._answer(scope, headers, receive, send_and_record)
                 except TimeoutError:
                     error = ApiError(
                         503,
@@ -226,8 +227,7 @@ class _Guard:
             self.metrics.requests[(known, status)] += 1
             self.metrics.seconds[known] += time.perf_counter() - started
 
-    def _refusal(self, scope) -> ApiError | None:
-        headers = dict(scope["headers"])
+    def _refusal(self, scope, headers: dict[bytes, bytes]) -> ApiError | None:
         guarded = self.expected is not None and scope["path"].startswith("/v1/")
         if guarded and not hmac.compare_digest(headers.get(b"authorization", b""), self.expected):
             return ApiError(
@@ -249,7 +249,7 @@ class _Guard:
             code="body_too_large",
         )
 
-    async def _answer(self, scope, receive, send) -> None:
+    async def _answer(self, scope, headers: dict[bytes, bytes], receive, send) -> None:
         """Read the whole body within the cap (a chunked body has no Content-Length to
         check up front), then hand it to the app as one message."""
         if scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -269,7 +269,7 @@ class _Guard:
                 break
         body = b"".join(chunks)
         handler = self.direct.get(scope["path"]) if scope["method"] == "POST" else None
-        if handler is not None and _json_or_untyped(dict(scope["headers"])):
+        if handler is not None and _json_or_untyped(headers):
             await (await handler(body))(scope, receive, send)
             return
         replayed = False
