@@ -104,6 +104,18 @@ def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
     _abuse(seconds=8, clients=16, timeout=2, warm_up=3)
 
 
+def test_the_server_restarts_itself_with_passive_openmp_threads(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    process, _ = _serve(timeout=2)
+    try:
+        with open(f"/proc/{process.pid}/environ", "rb") as handle:
+            environ = handle.read().split(b"\0")
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+
+
 @pytest.mark.slow
 def test_64_clients_for_60_s_of_abuse_leave_the_server_well_and_its_memory_flat():
     _abuse(seconds=60, clients=64, timeout=2, warm_up=10)
