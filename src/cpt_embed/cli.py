@@ -781,23 +781,27 @@ def search(
         console.print(snippet)
 
 
-# What `cpt serve` runs with unless the user set it. OpenMP threads that spin after each
-# forward pass take the CPU the event loop needs: on 2 cores, 64 concurrent clients got 2.4x
-# the requests/s with passive threads (offline batch encoding is ~15% faster with spinning
-# ones, so only the server changes). glibc's mmap threshold, fixed at 1 MB here until
-# ragged rows came in buckets of few sizes, is left alone: fixed, it mapped and faulted in
-# every activation of 1 MB or more afresh (0.6x the valid requests/s under the abuse
-# test, whose memory now stays flat without it).
-SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+# How `cpt serve` has OpenMP threads wait between parallel regions unless the user says
+# (OMP_WAIT_POLICY or GOMP_SPINCOUNT). By default they spin for 300,000 rounds before they
+# sleep, taking the CPU the event loop needs between batches; passive threads (no spinning)
+# must be woken for each of a forward pass's ~150 regions, which made encoding ~30% slower.
+# 20,000 rounds bridge the gaps inside a forward pass and end soon after it: at 64 clients
+# 1.06x and 1.38x the requests/s of passive threads in two runs (docs/benchmarks.md).
+# glibc's mmap threshold, fixed at 1 MB here until ragged rows came in buckets of few
+# sizes, is left alone: fixed, it mapped and faulted in every activation of 1 MB or more
+# afresh (0.6x the valid requests/s under the abuse test, whose memory stays flat without
+# it).
+SERVER_ENV = {"GOMP_SPINCOUNT": "20000"}
+OPENMP_WAITING = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 def _restart_with_server_env() -> None:
-    """Re-run `cpt serve` with SERVER_ENV's settings where the environment lacks them (they
-    are read when torch starts, so they cannot be set later)."""
+    """Re-run `cpt serve` with SERVER_ENV where the user has not set how OpenMP threads
+    wait (it is read when torch starts, so it cannot be set later)."""
     words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
-    if words[:1] != ["serve"] or all(name in os.environ for name in SERVER_ENV):
+    if words[:1] != ["serve"] or any(name in os.environ for name in OPENMP_WAITING):
         return
-    env = SERVER_ENV | dict(os.environ)
+    env = dict(os.environ) | SERVER_ENV
     os.execve(sys.executable, [sys.executable, "-m", "cpt_embed.cli", *sys.argv[1:]], env)
 
 

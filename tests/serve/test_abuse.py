@@ -18,6 +18,8 @@ import pytest
 from abuse import hammer, wrong_answers
 from test_app import _free_port
 
+from cpt_embed import cli
+
 KEY = "abuse-test-key"
 
 
@@ -104,8 +106,9 @@ def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
     _abuse(seconds=8, clients=16, timeout=2, warm_up=3)
 
 
-def test_the_server_restarts_itself_with_passive_openmp_threads(monkeypatch):
+def test_the_server_restarts_itself_with_short_openmp_spinning(monkeypatch):
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     process, _ = _serve(timeout=2)
     try:
         with open(f"/proc/{process.pid}/environ", "rb") as handle:
@@ -113,7 +116,25 @@ def test_the_server_restarts_itself_with_passive_openmp_threads(monkeypatch):
     finally:
         process.terminate()
         process.wait(20)
-    assert b"OMP_WAIT_POLICY=PASSIVE" in environ
+    assert b"GOMP_SPINCOUNT=20000" in environ
+
+
+@pytest.mark.parametrize("name", ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])
+def test_the_server_keeps_the_openmp_waiting_a_user_set(monkeypatch, name):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setenv(name, "PASSIVE" if name == "OMP_WAIT_POLICY" else "0")
+    monkeypatch.setattr(sys, "argv", ["cpt", "serve", "--port", "1"])
+    monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
+    cli._restart_with_server_env()
+
+
+def test_the_server_restart_is_for_serve_alone(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.setattr(sys, "argv", ["cpt", "embed", "serve.txt"])
+    monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
+    cli._restart_with_server_env()
 
 
 @pytest.mark.slow
