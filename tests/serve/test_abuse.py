@@ -106,9 +106,14 @@ def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
     _abuse(seconds=8, clients=16, timeout=2, warm_up=3)
 
 
-def test_the_server_restarts_itself_with_short_openmp_spinning(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+@pytest.fixture
+def no_openmp_waiting(monkeypatch):
+    for name in cli.OPENMP_WAITING:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_openmp_waiting")
+def test_the_server_restarts_itself_with_short_openmp_spinning():
     process, _ = _serve(timeout=2)
     try:
         with open(f"/proc/{process.pid}/environ", "rb") as handle:
@@ -119,19 +124,17 @@ def test_the_server_restarts_itself_with_short_openmp_spinning(monkeypatch):
     assert b"GOMP_SPINCOUNT=20000" in environ
 
 
+@pytest.mark.usefixtures("no_openmp_waiting")
 @pytest.mark.parametrize("name", ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])
 def test_the_server_keeps_the_openmp_waiting_a_user_set(monkeypatch, name):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setenv(name, "PASSIVE" if name == "OMP_WAIT_POLICY" else "0")
     monkeypatch.setattr(sys, "argv", ["cpt", "serve", "--port", "1"])
     monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
     cli._restart_with_server_env()
 
 
+@pytest.mark.usefixtures("no_openmp_waiting")
 def test_the_server_restart_is_for_serve_alone(monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     monkeypatch.setattr(sys, "argv", ["cpt", "embed", "serve.txt"])
     monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
     cli._restart_with_server_env()
