@@ -26,8 +26,8 @@ import numpy as np
 
 from cpt_embed.atomic import atomic_file
 from cpt_embed.data.vectors import read_vectors
+from cpt_embed.embed import EmbedSettings, embed_shards
 from cpt_embed.eval.data import find_data_dir
-from cpt_embed.model.embed_shards import EmbedSettings, embed_shards
 
 WIKIPEDIA = Path("unsupervised") / "wikipedia_en" / "docs.jsonl"
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")

@@ -51,6 +51,9 @@ CONTENDER = 0.75
 MATMUL_SIZE = 2048
 # The CPU build that lies on this machine's disk; any other torch spec pulls a CUDA build.
 ONNX_VENV_TORCH = "torch==2.13.0"
+# sentence-transformers 6 needs a transformers that optimum refuses: pip then backtracks for
+# many minutes; the 5 series installs at once (5.7 measured here).
+ONNX_VENV_ST = "sentence-transformers[onnx]>=5.0,<6"
 OURS = "cpt-embed default"
 REFERENCE = "ST fp32"
 # sentence-transformers' ONNX settings: name -> file inside the exported model folder.
@@ -174,7 +177,7 @@ def onnx_python() -> Path:
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
         subprocess.run([*pip, ONNX_VENV_TORCH], check=True)  # the CPU build first
-        subprocess.run([*pip, "sentence-transformers[onnx]", ONNX_VENV_TORCH], check=True)
+        subprocess.run([*pip, ONNX_VENV_ST, ONNX_VENV_TORCH], check=True)
         marker.touch()
     return python
 

@@ -17,8 +17,10 @@ import psutil
 import pytest
 from abuse import hammer, wrong_answers
 from test_app import _free_port
+from typer.testing import CliRunner
 
-from cpt_embed import cli
+from cpt_embed.cli import app
+from cpt_embed.serve.process import OPENMP_WAITING, restart_with_server_env
 
 KEY = "abuse-test-key"
 
@@ -108,7 +110,7 @@ def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
 
 @pytest.fixture
 def no_openmp_waiting(monkeypatch):
-    for name in cli.OPENMP_WAITING:
+    for name in OPENMP_WAITING:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -128,16 +130,18 @@ def test_the_server_restarts_itself_with_short_openmp_spinning():
 @pytest.mark.parametrize("name", ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT"])
 def test_the_server_keeps_the_openmp_waiting_a_user_set(monkeypatch, name):
     monkeypatch.setenv(name, "PASSIVE" if name == "OMP_WAIT_POLICY" else "0")
-    monkeypatch.setattr(sys, "argv", ["cpt", "serve", "--port", "1"])
     monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
-    cli._restart_with_server_env()
+    restart_with_server_env([sys.executable, "-m", "cpt_embed.cli", "serve", "--port", "1"])
 
 
 @pytest.mark.usefixtures("no_openmp_waiting")
-def test_the_server_restart_is_for_serve_alone(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["cpt", "embed", "serve.txt"])
+def test_the_server_restart_is_for_serve_alone(monkeypatch, tiny_bert, tmp_path):
     monkeypatch.setattr(os, "execve", lambda *args: pytest.fail(f"restarted: {args}"))
-    cli._restart_with_server_env()
+    texts = tmp_path / "serve.txt"
+    texts.write_text("one line\nanother\n")
+    args = ["embed", str(texts), "-o", str(tmp_path / "v.npy"), "-m", str(tiny_bert)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.slow

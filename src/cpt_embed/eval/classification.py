@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from cpt_embed.errors import InputError
 from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.data import Classification, load_classification, load_label_names
 from cpt_embed.eval.topk import exact_topk
@@ -125,7 +126,7 @@ def run_probe(ctx: Context, task: str) -> TaskResult:
 
 def _run_folds(task, train, test, x_train, x_test, seed) -> TaskResult:
     if train.folds is None or test.folds is None:
-        raise ValueError(f"{task}: records need a `fold` field for 10-fold cross-validation")
+        raise InputError(f"{task}: records need a `fold` field for 10-fold cross-validation")
     x = np.vstack([x_train, x_test])
     y = np.array(train.labels + test.labels)
     folds = np.array(train.folds + test.folds)

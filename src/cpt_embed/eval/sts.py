@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cpt_embed.errors import InputError
 from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.data import STSPairs, load_sts
 from cpt_embed.eval.metrics import spearman
@@ -54,7 +55,7 @@ def run_sts(ctx: Context, task: str) -> TaskResult:
     lookup = _embed_all(ctx, pooled)
     missing = [s for p in subsets.values() for s in p.sentences1 + p.sentences2 if s not in lookup]
     if missing:
-        raise ValueError(f"{source / 'all.tsv'}: lacks subset sentence {missing[0][:60]!r}")
+        raise InputError(f"{source / 'all.tsv'}: lacks subset sentence {missing[0][:60]!r}")
     per_subset = {name: _score(pairs, lookup) for name, pairs in subsets.items()}
     sizes = {name: len(pairs.scores) for name, pairs in subsets.items()}
     weighted = sum(per_subset[n] * sizes[n] for n in subsets) / sum(sizes.values())

@@ -5,7 +5,7 @@ PyTorch's CPU flash-attention kernel reaches 35-110 GFLOP/s for BERT-sized heads
 dimension 32) on this project's machine: at 256 tokens all-MiniLM-L6-v2 spent nearly half
 its time there. Two batched matrix products and a softmax over a few sequences at a time,
 sized so that one group's scores stay in cache, run 1.4-1.5x faster up to 256 tokens
-(`python benchmarks/kernels.py`, docs/benchmarks.md). Anything else (longer sequences,
+(`python benchmarks/cpu_kernels.py`, docs/benchmarks.md). Anything else (longer sequences,
 gradients, causal or grouped-query attention, dropout, biases, GPUs, code being compiled)
 goes to transformers' own SDPA path.
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from cpt_embed.errors import InputError
+
 Side = Literal["query", "document"]
 Pooling = Literal["eos", "mean", "cls"]
 SIDES: tuple[Side, ...] = ("query", "document")
@@ -46,20 +48,20 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+            raise InputError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.padding_side not in ("right", "left"):
-            raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
+            raise InputError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
         if not isinstance(self.max_length, int) or self.max_length < 1:
-            raise ValueError(f"max_length must be a positive integer, got {self.max_length!r}")
+            raise InputError(f"max_length must be a positive integer, got {self.max_length!r}")
         delimiters = {}
         for side in SIDES:
             pair = self.delimiters.get(side, ("", ""))
             if len(pair) != 2 or not all(isinstance(s, str) for s in pair):
-                raise ValueError(f"delimiters[{side!r}] must be two strings, got {pair!r}")
+                raise InputError(f"delimiters[{side!r}] must be two strings, got {pair!r}")
             delimiters[side] = (pair[0], pair[1])
         unknown = set(self.delimiters) - set(SIDES)
         if unknown:
-            raise ValueError(f"delimiters has unknown sides {sorted(unknown)}; use {SIDES}")
+            raise InputError(f"delimiters has unknown sides {sorted(unknown)}; use {SIDES}")
         self.delimiters = delimiters
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,14 +76,14 @@ class EncoderConfig:
         data = dict(data)
         version = data.pop("format_version", FORMAT_VERSION)
         if version > FORMAT_VERSION:
-            raise ValueError(
+            raise InputError(
                 f"{CONFIG_NAME} has format_version {version}, newer than this cpt-embed "
                 f"understands ({FORMAT_VERSION}); upgrade cpt-embed"
             )
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown:
-            raise ValueError(f"{CONFIG_NAME} has unknown keys {sorted(unknown)}")
+            raise InputError(f"{CONFIG_NAME} has unknown keys {sorted(unknown)}")
         if "delimiters" in data:
             data["delimiters"] = {k: tuple(v) for k, v in data["delimiters"].items()}
         return cls(**data)
@@ -98,4 +100,4 @@ class EncoderConfig:
         try:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: {err}") from err
+            raise InputError(f"{path}: {err}") from err

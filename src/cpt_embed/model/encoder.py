@@ -81,7 +81,7 @@ def to_dtype(dtype: str | torch.dtype | None, device: torch.device | None = None
         return _DTYPES[name]
     except KeyError:
         choices = sorted([*_DTYPES, "auto"])
-        raise ValueError(f"dtype {dtype!r} is not one of {choices}") from None
+        raise InputError(f"dtype {dtype!r} is not one of {choices}") from None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -185,7 +185,7 @@ class Encoder(nn.Module):
 
         folder = resolve_model(model)
         if not folder.is_dir():
-            raise ValueError(f"model {os.fspath(model)!r}: expected a folder, got a file")
+            raise InputError(f"model {os.fspath(model)!r}: expected a folder, got a file")
         with _unreadable(folder, "its config.json"):
             backbone_config = AutoConfig.from_pretrained(folder)
         base_model = DEFAULT_MODEL_ID if os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
@@ -235,7 +235,7 @@ class Encoder(nn.Module):
         """
         problem = sentence_transformers_problem(self.config)
         if sentence_transformers and problem:
-            raise ValueError(f"cannot export as sentence-transformers: {problem}")
+            raise InputError(f"cannot export as sentence-transformers: {problem}")
         path = Path(path)
         with atomic_dir(path) as tmp, _quiet_transformers():
             self.backbone.save_pretrained(tmp, safe_serialization=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cpt_embed.errors import InputError
 from cpt_embed.model.config import Pooling
 
 
@@ -27,4 +28,4 @@ def pool(
     if mode == "mean":
         mask = attention_mask.to(hidden.device).unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    raise ValueError(f"unknown pooling {mode!r}; use eos, mean or cls")
+    raise InputError(f"unknown pooling {mode!r}; use eos, mean or cls")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cpt_embed.errors import InputError
 from cpt_embed.model.config import EncoderConfig
 
 MODULES_NAME = "modules.json"
@@ -24,7 +25,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read sentence-transformers config ({err})") from err
+        raise InputError(f"{path}: cannot read sentence-transformers config ({err})") from err
 
 
 def _pooling_mode(config: dict[str, Any], path: Path) -> str:
@@ -36,15 +37,15 @@ def _pooling_mode(config: dict[str, Any], path: Path) -> str:
             if k.startswith("pooling_mode_") and v
         ]
         if len(flags) != 1:
-            raise ValueError(f"{path}: expected exactly one pooling mode, found {flags or 'none'}")
+            raise InputError(f"{path}: expected exactly one pooling mode, found {flags or 'none'}")
         mode = flags[0].removesuffix("_token").removesuffix("_tokens")
     if mode not in _FROM_ST_POOLING:
-        raise ValueError(
+        raise InputError(
             f"{path}: pooling mode {mode!r} is not supported; cpt-embed pools by "
             f"{sorted(_FROM_ST_POOLING)}"
         )
     if config.get("include_prompt", True) is False:
-        raise ValueError(f"{path}: include_prompt=false is not supported")
+        raise InputError(f"{path}: include_prompt=false is not supported")
     return _FROM_ST_POOLING[mode]
 
 
@@ -62,12 +63,12 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, EncoderConfig]:
         elif kind == _NORMALIZE:
             normalize = True
         else:
-            raise ValueError(
+            raise InputError(
                 f"{folder / MODULES_NAME}: module {module.get('type')!r} is not supported; "
                 "cpt-embed loads Transformer + Pooling (+ Normalize) models"
             )
     if backbone_dir is None or pooling is None:
-        raise ValueError(f"{folder / MODULES_NAME}: needs a Transformer and a Pooling module")
+        raise InputError(f"{folder / MODULES_NAME}: needs a Transformer and a Pooling module")
 
     max_length = 512
     for candidate in (
@@ -77,7 +78,7 @@ def read_sentence_transformers(folder: Path) -> tuple[Path, EncoderConfig]:
         if candidate.is_file():
             st_config = _read_json(candidate)
             if st_config.get("do_lower_case"):
-                raise ValueError(f"{candidate}: do_lower_case=true is not supported")
+                raise InputError(f"{candidate}: do_lower_case=true is not supported")
             max_length = int(st_config.get("max_seq_length") or max_length)
             break
 
@@ -114,7 +115,7 @@ def write_sentence_transformers(folder: Path, config: EncoderConfig, dim: int) -
     sentence-transformers model computing the same embeddings."""
     problem = sentence_transformers_problem(config)
     if problem:
-        raise ValueError(f"cannot export as sentence-transformers: {problem}")
+        raise InputError(f"cannot export as sentence-transformers: {problem}")
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from cpt_embed.errors import InputError
 from cpt_embed.model.attention import Ragged
 from cpt_embed.model.config import SIDES, EncoderConfig, Side
 
@@ -25,7 +26,7 @@ def special_template(tokenizer) -> tuple[list[int], list[int]]:
     for start in range(len(full) - len(bare) + 1):
         if full[start : start + len(bare)] == bare:
             return list(full[:start]), list(full[start + len(bare) :])
-    raise ValueError(
+    raise InputError(
         f"cannot tell the special tokens of tokenizer {type(tokenizer).__name__}: "
         f"{probe!r} gives {bare} alone and {full} with special tokens"
     )
@@ -57,7 +58,7 @@ class DelimitedTokenizer:
         }
         for side in SIDES:
             if self.budget(side) < 0:
-                raise ValueError(
+                raise InputError(
                     f"max_length {config.max_length} leaves no room for the text on the "
                     f"{side} side (special tokens and delimiters take "
                     f"{config.max_length - self.budget(side)}); raise max_length"
@@ -105,14 +106,14 @@ class DelimitedTokenizer:
     def encode(self, texts: Sequence[str], side: Side) -> list[list[int]]:
         """Full token id sequences (unpadded) for `texts` on `side`."""
         if side not in SIDES:
-            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+            raise InputError(f"side must be one of {SIDES}, got {side!r}")
         prefix = self.config.delimiters[side][0]
         heads = self._head_ids([prefix + t for t in texts], self.budget(side))
         suffix = self.suffix_ids[side]
         sequences = [self.lead + head + suffix + self.trail for head in heads]
         for i, seq in enumerate(sequences):
             if not seq:
-                raise ValueError(
+                raise InputError(
                     f"text {i} is empty and this model adds no special tokens or delimiters, "
                     "so it has nothing to embed; drop empty texts or set delimiters"
                 )

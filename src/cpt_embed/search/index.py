@@ -31,6 +31,7 @@ from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError, missing_path
 from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
+from cpt_embed.model.runtime import COMPILE_FROM
 from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
 
 FORMAT_VERSION = 1
@@ -242,7 +243,7 @@ def build_index(
             [chunks[i].embed_text for i in fresh],
             side="document",
             batch_size=batch_size,
-            compile=len(fresh) >= 20_000,
+            compile=len(fresh) >= COMPILE_FROM,
             show_progress=show_progress,
         )
     kept = [i for i, old in enumerate(reused) if old >= 0]

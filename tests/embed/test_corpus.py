@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 from cpt_embed import Encoder
 from cpt_embed.cli import app
 from cpt_embed.data.vectors import read_vectors
+from cpt_embed.embed import corpus as module
+from cpt_embed.embed.corpus import MANIFEST, EmbedSettings, embed_shards
 from cpt_embed.errors import InputError
-from cpt_embed.model import embed_shards as module
-from cpt_embed.model.embed_shards import MANIFEST, EmbedSettings, embed_shards
 
 SHARDS = {
     "a.jsonl": [f"first shard text number {i}" for i in range(7)],

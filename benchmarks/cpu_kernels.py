@@ -1,7 +1,7 @@
 """The two kernels behind cpt-embed's CPU encode speed, against the ones sentence-transformers
 runs (torch's F.linear and scaled_dot_product_attention), at all-MiniLM-L6-v2's shapes.
 
-    python benchmarks/kernels.py [--threads 2] [--repeats 20]
+    python benchmarks/cpu_kernels.py [--threads 2] [--repeats 20]
 
 Prints a Markdown table: GFLOP/s of F.linear vs PackedLinear (weights pre-packed for oneDNN)
 in bfloat16, of SDPA vs cpt-embed's cpu_attention in bfloat16, and of torch._int_mm (int8,

@@ -1,0 +1,131 @@
+"""`cpt eval`: models through the evaluation suite, side by side, into a table and a report."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cpt_embed.cli.common import (
+    BatchSizeOption,
+    DeviceOption,
+    DtypeOpt,
+    DtypeOption,
+    SideOption,
+    err_console,
+    quiet_transformers,
+    say,
+    user_errors,
+)
+
+
+@user_errors
+def eval_(
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model to evaluate; repeat to compare side by side (deltas against the first).",
+        ),
+    ] = ["default"],  # noqa: B006
+    tasks: Annotated[
+        str,
+        typer.Option(
+            help="Tasks or groups, comma-separated: all, sts, classification, "
+            "senteval, zeroshot, knn, retrieval, code, or names like stsb,scifact."
+        ),
+    ] = "all",
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Evaluation data dir (default: $CPT_DATA, else ../shared/data)."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="JSON report (default: results/eval-<time>.json)."),
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Also draw a PNG bar chart here.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Also write the table as Markdown here.")
+    ] = None,
+    symmetric_side: Annotated[
+        SideOption, typer.Option(help="Side for both texts of STS and classification.")
+    ] = SideOption.query,
+    batch_size: BatchSizeOption = 128,
+    dtype: DtypeOpt = DtypeOption.auto,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Embedding cache (default: $CPT_CACHE/embeddings or "
+            "~/.cache/cpt-embed/embeddings)."
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Embed everything anew.")] = False,
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile/--no-compile",
+            help="torch.compile the model (~30 s start-up, faster from then on on GPUs and "
+            "in float32; CPU bfloat16 runs faster eager).",
+        ),
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the CV splits and distractors.")] = 0,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            min=8, help="Read only the first N tokens of each text (default: the model's own)."
+        ),
+    ] = None,
+    device: DeviceOption = None,
+) -> None:
+    """Evaluate models on STS, linear-probe, zero-shot and k-NN classification, retrieval and
+    code search; print a table, write a JSON report."""
+    from cpt_embed.eval import evaluate, select_tasks
+    from cpt_embed.eval.cache import default_cache_dir
+    from cpt_embed.eval.data import find_data_dir
+    from cpt_embed.eval.report import markdown as to_markdown
+    from cpt_embed.eval.report import plot as draw_plot
+    from cpt_embed.eval.report import print_table, write_json
+    from cpt_embed.model import Encoder
+
+    chosen = select_tasks(tasks)
+    data_dir = find_data_dir(data)
+    cache = None if no_cache else (cache_dir or default_cache_dir())
+    quiet_transformers()
+    reports = []
+    for name in model:
+        err_console.print(f"[bold]{name}[/]: {len(chosen)} tasks on {data_dir}", highlight=False)
+
+        def show(result):
+            say(
+                f"  {result.task:<20} {result.metric:<10} {result.score:7.2f}  "
+                f"({result.seconds:.1f}s)"
+            )
+
+        subject = Encoder.load(name, device=device, max_length=max_length) if max_length else name
+        report = evaluate(
+            subject,
+            chosen,
+            data_dir,
+            cache_dir=cache,
+            batch_size=batch_size,
+            dtype=dtype.value,
+            compile=compile,
+            symmetric_side=symmetric_side.value,
+            seed=seed,
+            device=device,
+            on_result=show,
+        )
+        report.model = report.settings["model"] = name
+        reports.append(report)
+    print_table(reports, Console())
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    say(f"wrote {write_json(reports, output or Path('results') / f'eval-{stamp}.json')}")
+    if plot:
+        say(f"wrote {draw_plot(reports, plot)}")
+    if markdown:
+        markdown.write_text(to_markdown(reports), encoding="utf-8")
+        say(f"wrote {markdown}")

@@ -1,0 +1,162 @@
+"""`cpt index build|update` and `cpt search`: semantic search over folders of code and
+documents."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from cpt_embed.cli.common import (
+    DeviceOption,
+    IndexModelOption,
+    ModelOption,
+    quiet_transformers,
+    say,
+    user_errors,
+)
+
+app = typer.Typer(
+    help="Build and update semantic search indexes over folders of code and documents.",
+    no_args_is_help=True,
+)
+
+
+class IndexKind(StrEnum):
+    flat = "flat"
+    hnsw = "hnsw"
+    ivfpq = "ivfpq"
+
+
+def _print_index_report(report) -> None:
+    """What a build or update did, and the files it skipped, by reason."""
+    say(
+        f"{report.path}: {report.files:,} files, {report.chunks:,} chunks, "
+        f"{report.embedded:,} embedded, {report.removed_files:,} files dropped "
+        f"in {report.seconds:.1f}s"
+    )
+    skipped = []
+    for key, n in sorted(report.counts.items()):
+        unit, _, reason = key.partition("_")  # file_binary, record_unreadable ...
+        if unit in ("file", "record") and n:
+            skipped.append(f"{n:,} {unit}{'s' if n != 1 else ''} ({reason.replace('_', ' ')})")
+    if skipped:
+        say(f"skipped {', '.join(skipped)}")
+
+
+@app.command("build")
+@user_errors
+def index_build(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Folders and files to index (with --from-embeddings: shards)."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Index folder to write.")],
+    model: ModelOption = "default",
+    kind: Annotated[
+        IndexKind,
+        typer.Option(help="flat: exact search; hnsw or ivfpq: approximate, for millions."),
+    ] = IndexKind.flat,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help="gitignore-style pattern of paths to leave out; repeat it."),
+    ] = None,
+    device: DeviceOption = None,
+    from_embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--from-embeddings",
+            help="PATHS are Parquet files (or folders of them) of id + embedding rows from "
+            "`cpt embed -o NAME.parquet` with --model: index them, streamed, embedding nothing.",
+        ),
+    ] = False,
+) -> None:
+    """Chunk code per function and documents per section or paragraph, embed the chunks as
+    documents, and write a FAISS + SQLite index (atomically); or, with --from-embeddings,
+    index vectors embedded before (millions: stream them with --kind ivfpq)."""
+    from cpt_embed.errors import InputError
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import build_index, build_index_from_embeddings
+
+    if from_embeddings and exclude:
+        raise InputError("--exclude picks files to embed; it does not apply to --from-embeddings")
+    quiet_transformers()
+    encoder = Encoder.load(model, device=device)
+    if from_embeddings:
+        report = build_index_from_embeddings(
+            paths, output, encoder, model_name=model, kind=kind.value
+        )
+        say(
+            f"{report.path}: {report.chunks:,} vectors from {report.files:,} shards "
+            f"({kind.value}) in {report.seconds:.1f}s"
+        )
+        return
+    report = build_index(
+        paths, output, encoder, model_name=model, kind=kind.value, exclude=exclude or []
+    )
+    _print_index_report(report)
+
+
+@app.command("update")
+@user_errors
+def index_update(
+    index: Annotated[Path, typer.Argument(help="Index folder from `cpt index build`.")],
+    model: IndexModelOption = None,
+    device: DeviceOption = None,
+) -> None:
+    """Re-index the index's folders: embed changed and new files only, drop deleted ones."""
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import read_manifest, update_index
+
+    quiet_transformers()
+    name = model or read_manifest(index)["model"]
+    encoder = Encoder.load(name, device=device)
+    _print_index_report(update_index(index, encoder, name))
+
+
+@user_errors
+def search(
+    index: Annotated[Path, typer.Argument(help="Index folder from `cpt index build`.")],
+    query: Annotated[str, typer.Argument(help="What to look for, in plain language.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="Hits to show.")] = 10,
+    lang: Annotated[
+        str | None, typer.Option(help="Only this language: python/py, go, markdown, text...")
+    ] = None,
+    path_glob: Annotated[
+        str | None, typer.Option(help="Only paths matching this glob, e.g. '*/json/*'.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
+    model: IndexModelOption = None,
+) -> None:
+    """Search an index: ranked chunks with score, path:line and a highlighted snippet."""
+    import json as json_module
+
+    from rich.text import Text
+
+    from cpt_embed.model import Encoder
+    from cpt_embed.search.index import Searcher, hits_to_dicts, read_manifest
+
+    quiet_transformers()
+    name = model or read_manifest(index)["model"]
+    searcher = Searcher(index, Encoder.load(name), name)
+    hits = searcher.search(query, k, language=lang, path_glob=path_glob)
+    if as_json:
+        print(json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1))
+        return
+    console = Console()
+    if not hits:
+        console.print("no hits")
+    words = [w for w in query.split() if len(w) > 2]
+    for rank, hit in enumerate(hits, 1):
+        where = f":{hit.start_line}-{hit.end_line}" if hit.end_line else ""  # 0: a vector id
+        title = f"{rank:>2}. {hit.score:.3f}  {hit.path}{where}"
+        console.print(Text(title + (f"  {hit.name}" if hit.name else ""), style="bold"))
+        lines = hit.text.splitlines()
+        snippet = Text("\n".join("    " + line for line in lines[:8]))
+        if len(lines) > 8:
+            snippet.append(f"\n    ... {len(lines) - 8} more lines", style="dim")
+        snippet.highlight_words(words, style="bold yellow", case_sensitive=False)
+        console.print(snippet)

@@ -1,0 +1,76 @@
+"""`cpt train`: contrastive pre-training from a YAML config and/or flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cpt_embed.cli.common import DeviceOption, quiet_transformers, say, user_errors
+
+
+@user_errors
+def train(
+    config: Annotated[
+        Path | None, typer.Argument(help="YAML file of settings; flags override it.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Start point.")] = None,
+    data: Annotated[
+        list[str] | None,
+        typer.Option(help="Pair files, folders or globs; `path:weight` mixes sources. Repeatable."),
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per step (global).")] = None,
+    chunk_size: Annotated[
+        int | None, typer.Option(help="Pairs per forward pass (gradient caching).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    warmup: Annotated[float | None, typer.Option(help="Warm-up fraction of the steps.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="linear, cosine or constant.")] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    grad_clip: Annotated[float | None, typer.Option(help="Max gradient norm.")] = None,
+    tau_init: Annotated[float | None, typer.Option(help="Initial tau (scale exp(tau)).")] = None,
+    tau_max: Annotated[float | None, typer.Option(help="Clamp of tau.")] = None,
+    learn_tau: Annotated[bool | None, typer.Option("--learn-tau/--fixed-tau")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per text.")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 or bfloat16 (autocast).")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+    ] = None,
+    hard_negatives: Annotated[
+        str | None, typer.Option(help="Field of each pair holding a list of hard negatives.")
+    ] = None,
+    shuffle_buffer: Annotated[int | None, typer.Option(help="Pairs in the shuffle buffer.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    keep_last: Annotated[int | None, typer.Option(help="Checkpoints kept.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="metrics.jsonl every N steps.")] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Evaluate every N steps (0: never).")
+    ] = None,
+    eval_tasks: Annotated[
+        str | None, typer.Option(help="Tasks of the periodic evaluation.")
+    ] = None,
+    device: DeviceOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Go on from the last checkpoint.")
+    ] = False,
+) -> None:
+    """Contrastive pre-training of an Encoder on (x, y) pairs: symmetric in-batch loss with a
+    learned temperature, large batches by gradient caching, several processes via torchrun."""
+    values = {k: v for k, v in locals().items() if k not in ("config", "resume")}
+    from cpt_embed.train.config import TrainConfig
+    from cpt_embed.train.loop import train as run_training
+
+    settings = TrainConfig.load(config, **values, resume=resume or None)
+    quiet_transformers()
+    try:
+        final = run_training(settings)
+    except KeyboardInterrupt as stop:
+        say(str(stop) or "interrupted")
+        raise typer.Exit(130) from None
+    if os.environ.get("RANK", "0") == "0":
+        say(f"trained model: {final}")
