@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt_embed.model.attention import cpu_attention
-from cpt_embed.model.inference import PackedLinear
+from cpt_embed.model.runtime.attention import cpu_attention
+from cpt_embed.model.runtime.packing import PackedLinear
 
 HIDDEN, FFN, HEADS = 384, 1536, 12
 

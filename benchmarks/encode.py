@@ -285,7 +285,8 @@ def measure(
     from sentence_transformers import SentenceTransformer
 
     from cpt_embed import Encoder
-    from cpt_embed.model.encoder import CPU_BATCH_TOKENS, dtype_name, length_batches, to_dtype
+    from cpt_embed.model.runtime.batching import CPU_BATCH_TOKENS, length_batches
+    from cpt_embed.model.runtime.devices import dtype_name, to_dtype
 
     load_before = os.getloadavg()[0]
     start = time.perf_counter()

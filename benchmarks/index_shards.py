@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from cpt_embed.data.vectors import write_vectors
-from cpt_embed.search.index import BATCH_ROWS, nearest
+from cpt_embed.search.build import BATCH_ROWS
+from cpt_embed.search.index import nearest
 
 CLUSTERS = 2000
 K = 10
@@ -78,7 +79,7 @@ def _memory(field: str) -> int:
 
 def _build(shards: list[Path], out: Path, model: str, batch_rows: int) -> dict[str, Any]:
     from cpt_embed import Encoder
-    from cpt_embed.search.index import build_index_from_embeddings
+    from cpt_embed.search.build import build_index_from_embeddings
 
     encoder = Encoder.load(model)
     model_rss = _memory("VmRSS")

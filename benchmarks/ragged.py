@@ -17,7 +17,7 @@ import time
 
 from encode import KINDS
 
-import cpt_embed.model.encoder as encoder_module
+import cpt_embed.model.runtime.batching as batching
 from cpt_embed import Encoder
 
 NEVER = 2.0  # a padding share no batch reaches
@@ -35,21 +35,21 @@ def main() -> None:
         ("medium, 400", KINDS["medium"]()[:400], None),
         ("code, 400", KINDS["code"]()[:400], None),
     ]
-    policy = encoder_module.RAGGED_FROM_PADDING
+    policy = batching.RAGGED_FROM_PADDING
     print(f"| texts | ragged where padding is >= {policy:.0%} | always padded | ratio |")
     print("|---|---:|---:|---:|")
     for name, texts, per_call in cases:
         rates: dict[float, list[float]] = {policy: [], NEVER: []}
         for _ in range(args.repeats):
             for share in rates:
-                encoder_module.RAGGED_FROM_PADDING = share
+                batching.RAGGED_FROM_PADDING = share
                 started = time.perf_counter()
                 for start in range(0, len(texts), per_call or len(texts)):
                     encoder.encode(texts[start : start + (per_call or len(texts))])
                 rates[share].append(len(texts) / (time.perf_counter() - started))
         ours, padded = (statistics.median(rates[share]) for share in (policy, NEVER))
         print(f"| {name} | {ours:,.0f} | {padded:,.0f} | {ours / padded:.2f}x |", flush=True)
-    encoder_module.RAGGED_FROM_PADDING = policy
+    batching.RAGGED_FROM_PADDING = policy
 
 
 if __name__ == "__main__":

@@ -28,22 +28,23 @@ import numpy as np
 import yaml
 from rich.console import Console
 
-from cpt_embed.data.mine import (
-    code_exclusions,
-    default_code_exclusions,
-    default_text_exclusions,
-    mine_code,
-    mine_text,
-    text_exclusions,
-)
+from cpt_embed.data.mine import code_exclusions, mine_code, mine_text, text_exclusions
 from cpt_embed.data.shards import shards_complete
 from cpt_embed.eval import evaluate, select_tasks
 from cpt_embed.eval.cache import default_cache_dir
 from cpt_embed.eval.data import find_data_dir
+from cpt_embed.eval.held_out import (
+    held_out_code,
+    held_out_code_sets,
+    held_out_text_sets,
+    held_out_texts,
+)
+from cpt_embed.eval.periodic import periodic_evaluation
 from cpt_embed.eval.report import averages, read_json, write_json
 from cpt_embed.model import Encoder
+from cpt_embed.train.checkpoints import latest_checkpoint
 from cpt_embed.train.config import TrainConfig
-from cpt_embed.train.loop import latest_checkpoint, train
+from cpt_embed.train.loop import train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -95,7 +96,7 @@ def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Pat
         count_tokens=count_tokens,
         max_tokens=pairs["max_tokens"],
         limit=pairs["text"],
-        exclusions=text_exclusions(default_text_exclusions(data_dir)),
+        exclusions=text_exclusions(held_out_texts(held_out_text_sets(data_dir))),
         resume=True,
     )
     console.print(f"text: {text.pairs:,} neighbour pairs in {text.seconds:.0f}s")
@@ -104,7 +105,7 @@ def mine_pairs(plan: dict[str, Any], out: Path, data_dir: Path) -> dict[str, Pat
         folders["code"],
         limit=pairs["code"],
         languages=["python"],
-        exclusions=code_exclusions(default_code_exclusions(data_dir)),
+        exclusions=code_exclusions(held_out_code(held_out_code_sets(data_dir))),
         resume=True,
     )
     console.print(f"code: {code.pairs:,} docstring/code pairs in {code.seconds:.0f}s")
@@ -138,7 +139,9 @@ def train_runs(
         settings["resume"] = latest_checkpoint(folder) is not None
         console.print(f"[bold]{run['name']}[/]: {run.get('about', '')}", highlight=False)
         started = time.perf_counter()
-        train(TrainConfig(**settings))
+        config = TrainConfig(**settings)
+        evaluation = periodic_evaluation(config.eval_tasks) if config.eval_every else None
+        train(config, evaluate=evaluation)
         console.print(f"  {time.perf_counter() - started:.0f}s")
 
 

@@ -9,7 +9,6 @@ from cpt_embed.data.code_pairs import (
     CodeFilter,
     Function,
     extract_functions,
-    held_out_keys,
     normalized_hash,
     pairs_from_source,
     summary,
@@ -264,24 +263,6 @@ def test_duplicates_and_evaluation_items_are_dropped():
     held = CodeFilter(held_out={normalized_hash(x)})
     assert held.reason(function, x) == "in_evaluation_set"
     assert code_filter.counts["kept"] == 1
-
-
-def test_held_out_keys_match_eval_code_that_keeps_its_docstring():
-    """CoSQA stores functions with their docstrings; our pairs store them without."""
-    eval_code = (
-        'def area(r):\n    """Area of a circle of radius r."""\n'
-        "    pi = 3.14159\n    return pi * r * r\n"
-    )
-    keys = held_out_keys(lambda: iter([("python", eval_code)]))
-    mined = list(
-        pairs_from_source(
-            eval_code.encode(), "python", CodeFilter(held_out=keys), "repo", "geometry.py"
-        )
-    )
-    assert mined == []
-    free = list(pairs_from_source(eval_code.encode(), "python", CodeFilter(), "repo", "g.py"))
-    assert len(free) == 1 and free[0]["source"] == "repo:g.py:1-4"
-    assert free[0]["x"] == "Area of a circle of radius r."
 
 
 def test_named_function_expressions_count_in_javascript():

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from cpt_embed.cli import app
 from cpt_embed.data import mine as mine_module
-from cpt_embed.data.mine import mine_code, mine_text
+from cpt_embed.data.code_pairs import CodeFilter, normalized_hash, pairs_from_source
+from cpt_embed.data.mine import code_exclusions, mine_code, mine_text, text_exclusions
 from cpt_embed.data.shards import pair_files, read_shard
 from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError
@@ -129,13 +130,31 @@ def test_interrupted_run_resumes_to_the_same_pairs(tmp_path, monkeypatch):
 
 def test_code_exclusions_drop_evaluation_items(tmp_path):
     repo = make_repo(tmp_path / "repo", files=1, per_file=1)
-    beir = tmp_path / "evalset"
-    beir.mkdir()
     code = (repo / "pkg" / "mod_00.py").read_text()
-    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "c1", "title": "", "text": code}))
-    keys = mine_module.code_exclusions([(beir, "python")])
+    keys = code_exclusions([("python", code)])
     report = mine_code([repo], tmp_path / "out", exclusions=keys, show_progress=False)
     assert report.pairs == 0 and report.counts["in_evaluation_set"] == 1
+
+
+def test_code_exclusions_match_eval_code_that_keeps_its_docstring():
+    """CoSQA stores functions with their docstrings; our pairs store them without."""
+    eval_code = (
+        'def area(r):\n    """Area of a circle of radius r."""\n'
+        "    pi = 3.14159\n    return pi * r * r\n"
+    )
+    keys = code_exclusions([("python", eval_code)])
+    held = CodeFilter(held_out=keys)
+    assert list(pairs_from_source(eval_code.encode(), "python", held, "repo", "g.py")) == []
+    free = list(pairs_from_source(eval_code.encode(), "python", CodeFilter(), "repo", "g.py"))
+    assert len(free) == 1 and free[0]["source"] == "repo:g.py:1-4"
+    assert free[0]["x"] == "Area of a circle of radius r."
+    # a text of no known language is held out whole, case and spacing aside
+    assert code_exclusions([("", "Area  OF a circle")]) == {normalized_hash("area of a circle")}
+
+
+def test_text_exclusions_hash_each_text_ignoring_case_and_spacing():
+    keys = text_exclusions(["A cat\tsat.", "a  CAT sat.", "Another text"])
+    assert keys == {normalized_hash("a cat sat."), normalized_hash("another text")}
 
 
 def _corpus(root: Path) -> Path:

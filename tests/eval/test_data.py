@@ -6,9 +6,11 @@ import pytest
 
 from cpt_embed.errors import InputError
 from cpt_embed.eval.data import (
+    Passage,
     find_data_dir,
     load_beir,
     load_classification,
+    load_passages,
     load_qrels,
     load_sts,
 )
@@ -92,3 +94,14 @@ def test_qrels_must_point_at_known_queries_and_documents(tmp_path):
     (tmp_path / "qrels/test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td9\t1\n")
     with pytest.raises(InputError, match="document 'd9' is not in"):
         load_beir(tmp_path)
+
+
+def test_passages_keep_the_title_apart_from_the_text(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(
+        b'\xef\xbb\xbf{"_id": 1, "title": "Cats", "text": "They purr."}\n\n'
+        b'{"_id": "d2", "text": "Dogs bark."}\n'
+    )
+    first, second = load_passages(path)
+    assert first == Passage("1", "They purr.", "Cats") and first.full_text == "Cats They purr."
+    assert second == Passage("d2", "Dogs bark.") and second.full_text == "Dogs bark."

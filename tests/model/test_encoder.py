@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cpt_embed import Encoder, EncoderConfig
-from cpt_embed.model.encoder import length_batches, native_bf16, to_dtype
+from cpt_embed.model.runtime.devices import to_dtype
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -166,33 +166,11 @@ def test_encode_runs_without_dropout_and_leaves_the_training_mode_as_it_was(tiny
     assert not any(m.training for m in encoder.modules())
 
 
-def test_token_budget_batches_cover_every_text_once():
-    lengths = [5, 40, 12, 40, 3, 7, 100, 12]
-    batches = length_batches(lengths, batch_size=3, max_tokens=60)
-    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
-    for batch in batches:
-        assert len(batch) <= 3
-        assert [lengths[i] for i in batch] == sorted((lengths[i] for i in batch), reverse=True)
-        assert len(batch) == 1 or len(batch) * lengths[batch[0]] <= 60
-    assert batches[0] == [6]  # longer than the budget: alone
-    assert length_batches(lengths, batch_size=100, max_tokens=None) == [
-        sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    ]
-
-
 def test_token_budget_does_not_change_results(tiny_model):
     encoder = Encoder.load(tiny_model)
     tight = encoder.encode(TEXTS, max_batch_tokens=16, dtype="float32")
     loose = encoder.encode(TEXTS, max_batch_tokens=None, batch_size=64, dtype="float32")
     np.testing.assert_allclose(tight, loose, atol=1e-5)
-
-
-def test_auto_precision_is_bf16_exactly_where_the_hardware_has_it():
-    cpu = torch.device("cpu")
-    expected = torch.bfloat16 if native_bf16(cpu) else torch.float32
-    assert to_dtype("auto", cpu) == expected
-    assert to_dtype("auto", torch.device("meta")) == torch.float32
-    assert to_dtype("bf16") == torch.bfloat16 and to_dtype(None) == torch.float32
 
 
 def test_bf16_stays_close_to_fp32(tiny_model):

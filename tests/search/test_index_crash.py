@@ -25,10 +25,10 @@ from crash import (
     run_killed,
     small_disk,
 )
-from test_index import FILES
+from sample_repo import FILES
 
 from cpt_embed import Encoder
-from cpt_embed.search.index import Searcher
+from cpt_embed.search.query import Searcher
 
 SLOW_SEEDS = range(1, 6)
 QUERIES = ["decode a json string", "send an email", "how long to cook spaghetti", "ping"]

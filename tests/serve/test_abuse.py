@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 from abuse import hammer, wrong_answers
-from test_app import _free_port
+from servers import free_port
 from typer.testing import CliRunner
 
 from cpt_embed.cli import app
@@ -26,7 +26,7 @@ KEY = "abuse-test-key"
 
 
 def _serve(timeout: float) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "cpt_embed.cli", "serve", "--port", str(port)]
         + ["--timeout", str(timeout), "--max-queue", "512"],

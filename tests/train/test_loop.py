@@ -1,5 +1,6 @@
 """The training loop: resume equals an uninterrupted run, Ctrl-C saves, two processes equal
-one, clear errors for bad settings and data."""
+one, transformers' schedules, evaluation as a callback, clear errors for bad settings and
+data."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from typer.testing import CliRunner
 
 from cpt_embed import Encoder
+from cpt_embed.cli import app
 from cpt_embed.errors import CptError, InputError
-from cpt_embed.train import loop as loop_module
+from cpt_embed.train import chunks as chunks_module
+from cpt_embed.train.chunks import cut_side
 from cpt_embed.train.config import TrainConfig
+from cpt_embed.train.data import batches, key_of, pair_stream
 from cpt_embed.train.loop import Trainer, train
+from cpt_embed.train.state import load_state, save_state
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +63,12 @@ def _config(model, data, output, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def _rows(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
 def _losses(output: Path) -> list[float]:
-    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if "loss" in r]
+    return [r["loss"] for r in _rows(output) if "loss" in r]
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -73,6 +82,9 @@ def test_training_lowers_the_loss_and_saves_an_encoder(tiny_bert, pairs_file, tm
     )
     losses = _losses(tmp_path / "run")
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    # the lr after each step: 2 warm-up steps (from lr 0), then linear decay to 0 at step 12
+    lrs = [r["lr"] for r in _rows(tmp_path / "run")]
+    assert lrs == pytest.approx([1e-3 * f for f in [0.5, *(1 - k / 10 for k in range(11))]])
     encoder = Encoder.load(final)
     assert encoder.config.training["steps"] == 12
     assert encoder.config.logit_scale == pytest.approx(20.0, rel=0.1)
@@ -131,6 +143,8 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
         _config(tiny_bert, pairs_file, tmp_path / "cut", resume=True), show_progress=False
     )
     assert _losses(tmp_path / "cut") == pytest.approx(_losses(tmp_path / "whole"), abs=1e-6)
+    lrs = [[r["lr"] for r in _rows(tmp_path / run)] for run in ("cut", "whole")]
+    assert lrs[0] == lrs[1]  # the schedule picked up where it stopped
     for name, tensor in _weights(whole).items():
         torch.testing.assert_close(_weights(resumed)[name], tensor)
 
@@ -151,11 +165,7 @@ def _worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
     )
     torch.set_num_threads(1)
     trainer = Trainer(TrainConfig(**config))
-    batch = next(
-        loop_module.batches(
-            loop_module.pair_stream(trainer.sources, 0, 50), trainer.config.batch_size
-        )
-    )
+    batch = next(batches(pair_stream(trainer.sources, 0, 50), trainer.config.batch_size))
     row = trainer.train_step(batch)
     if rank == 0:
         torch.save(
@@ -177,7 +187,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(
     two = torch.load(tmp_path / "two.pt", weights_only=True)
 
     single = Trainer(TrainConfig(**{**config, "output": str(tmp_path / "s")}))
-    batch = next(loop_module.batches(loop_module.pair_stream(single.sources, 0, 50), 16))
+    batch = next(batches(pair_stream(single.sources, 0, 50), 16))
     row = single.train_step(batch)
     assert two["loss"] == pytest.approx(row["loss"], abs=1e-5)
     torch.testing.assert_close(two["tau"], single.loss_fn.tau.detach())
@@ -192,7 +202,7 @@ def test_a_step_in_chunks_by_length_equals_the_whole_batch(
 ):
     """train_step sorts each side by length into chunks (cached or in one graph) and gives
     the loss and gradients of the whole batch padded at once, word embeddings included."""
-    monkeypatch.setitem(loop_module.PASS_COST_TOKENS, "cpu", 0)  # cut wherever it saves
+    monkeypatch.setitem(chunks_module.PASS_COST_TOKENS, "cpu", 0)  # cut wherever it saves
     config = _config(
         tiny_bert_no_dropout,
         pairs_file,
@@ -207,7 +217,7 @@ def test_a_step_in_chunks_by_length_equals_the_whole_batch(
         {"x": "word " * (1 + 3 * i % 11), "y": f"document {i} " + "text " * (2 * i % 9)}
         for i in range(8)
     ]
-    chunks, order = trainer._chunks([r["x"] for r in batch], "query")
+    chunks, order = cut_side(trainer.encoder, [r["x"] for r in batch], "query", chunk_size)
     assert len(chunks) > 1 and sorted(order.tolist()) == list(range(8))
 
     encoder, loss_fn = trainer.encoder, trainer.loss_fn
@@ -215,8 +225,8 @@ def test_a_step_in_chunks_by_length_equals_the_whole_batch(
     expected_loss = loss_fn(
         encoder(encoder.tokenize(xs, "query")),
         encoder(encoder.tokenize(ys, "document")),
-        x_keys=torch.tensor([loop_module.key_of(t) for t in xs]),
-        y_keys=torch.tensor([loop_module.key_of(t) for t in ys]),
+        x_keys=torch.tensor([key_of(t) for t in xs]),
+        y_keys=torch.tensor([key_of(t) for t in ys]),
     )
     expected_loss.backward()
     expected = {
@@ -290,3 +300,82 @@ def test_encoder_settings_from_yaml_shape_the_trained_model(tiny_llama, pairs_fi
         Trainer(_config(tiny_llama, pairs_file, tmp_path / "bad", encoder={"pooling": "max"}))
     with pytest.raises(InputError, match="encoder must be a mapping"):
         TrainConfig(encoder=["pooling", "mean"])
+
+
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [
+        ("linear", [0, 0.5, 1, 0.75, 0.5, 0.25, 0]),
+        ("cosine", [0, 0.5, 1, 0.5 + 0.5**1.5, 0.5, 0.5 - 0.5**1.5, 0]),
+        ("constant", [0, 0.5, 1, 1, 1, 1, 1]),
+    ],
+)
+def test_the_schedule_is_transformers_and_resumes_from_its_state(
+    tiny_bert, pairs_file, tmp_path, schedule, factors
+):
+    """Two warm-up steps from lr 0 (transformers' convention: step k at k / warm-up), then
+    the schedule; its state, saved as safetensors, puts a new scheduler at the same place."""
+    config = _config(tiny_bert, pairs_file, tmp_path, schedule=schedule, warmup=0.34)
+    trainer = Trainer(config)
+    lrs = []
+    for _ in range(config.max_steps + 1):
+        lrs.append(trainer.scheduler.get_last_lr()[0])
+        trainer.optimizer.step()  # no gradients: the weights stay
+        trainer.scheduler.step()
+        if len(lrs) == 3:
+            save_state(trainer.scheduler.state_dict(), tmp_path / "schedule.safetensors")
+    assert lrs == pytest.approx([config.lr * f for f in factors])
+    resumed = Trainer(TrainConfig(**{**config.to_dict(), "output": str(tmp_path / "again")}))
+    resumed.scheduler.load_state_dict(load_state(tmp_path / "schedule.safetensors"))
+    rest = [resumed.scheduler.get_last_lr()[0]]  # where it was saved: after three steps
+    for _ in range(config.max_steps - 3):
+        resumed.optimizer.step()
+        resumed.scheduler.step()
+        rest.append(resumed.scheduler.get_last_lr()[0])
+    assert rest == pytest.approx(lrs[3:])
+
+
+def test_periodic_evaluation_is_a_callback_run_every_eval_every_steps(
+    tiny_bert, pairs_file, tmp_path
+):
+    """Training needs no evaluation data: the caller passes the evaluation in. Rank 0 runs
+    it after every eval_every-th step on the Encoder being trained, logs its scores, and
+    training goes on in train mode. eval_every without a callback is refused up front."""
+    with pytest.raises(InputError, match="eval_every 2 needs an evaluation callback"):
+        train(_config(tiny_bert, pairs_file, tmp_path / "none", eval_every=2), show_progress=False)
+    assert not (tmp_path / "none").exists()
+
+    seen = []
+
+    def fake_evaluation(encoder: Encoder) -> dict[str, float]:
+        seen.append(encoder.training)
+        encoder.eval()  # as the real evaluation does
+        return {"fake": float(len(seen))}
+
+    trainer = Trainer(
+        _config(tiny_bert, pairs_file, tmp_path / "run", eval_every=2), evaluate=fake_evaluation
+    )
+    trainer.run(show_progress=False)
+    rows = _rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2, 2, 3, 4, 4, 5, 6, 6]
+    assert [r for r in rows if "eval" in r] == [
+        {"step": 2, "eval": {"fake": 1.0}},
+        {"step": 4, "eval": {"fake": 2.0}},
+        {"step": 6, "eval": {"fake": 3.0}},
+    ]
+    assert seen == [True, True, True] and trainer.encoder.training
+
+
+def test_cpt_train_evaluates_every_eval_every_steps(
+    tiny_bert, pairs_file, mini_data, tmp_path, monkeypatch
+):
+    """The command builds the periodic evaluation from cpt_embed.eval and passes it in."""
+    monkeypatch.setenv("CPT_DATA", str(mini_data))
+    flags = ["--model", str(tiny_bert), "--data", str(pairs_file), "--output", str(tmp_path)]
+    flags += ["--batch-size", "8", "--max-steps", "2", "--max-length", "16", "--log-every", "1"]
+    result = CliRunner().invoke(
+        app, ["train", *flags, "--eval-every", "2", "--eval-tasks", "sickr"]
+    )
+    assert result.exit_code == 0, result.output
+    evals = [r for r in _rows(tmp_path) if "eval" in r]
+    assert [(r["step"], list(r["eval"])) for r in evals] == [(2, ["sickr"])]

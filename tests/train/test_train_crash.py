@@ -28,8 +28,9 @@ from crash import (
 from test_torchrun import _flags, _losses, _settings, pairs_file  # noqa: F401 (a fixture)
 
 from cpt_embed import Encoder
+from cpt_embed.train.checkpoints import CHECKPOINTS, STATE, latest_checkpoint
 from cpt_embed.train.config import TrainConfig
-from cpt_embed.train.loop import CHECKPOINTS, STATE, Trainer, latest_checkpoint
+from cpt_embed.train.loop import Trainer
 
 SLOW_SEEDS = range(1, 6)
 

@@ -79,7 +79,7 @@ def index_build(
     index vectors embedded before (millions: stream them with --kind ivfpq)."""
     from cpt_embed.errors import InputError
     from cpt_embed.model import Encoder
-    from cpt_embed.search.index import build_index, build_index_from_embeddings
+    from cpt_embed.search.build import build_index, build_index_from_embeddings
 
     if from_embeddings and exclude:
         raise InputError("--exclude picks files to embed; it does not apply to --from-embeddings")
@@ -109,7 +109,8 @@ def index_update(
 ) -> None:
     """Re-index the index's folders: embed changed and new files only, drop deleted ones."""
     from cpt_embed.model import Encoder
-    from cpt_embed.search.index import read_manifest, update_index
+    from cpt_embed.search.build import update_index
+    from cpt_embed.search.store import read_manifest
 
     quiet_transformers()
     name = model or read_manifest(index)["model"]
@@ -137,7 +138,8 @@ def search(
     from rich.text import Text
 
     from cpt_embed.model import Encoder
-    from cpt_embed.search.index import Searcher, hits_to_dicts, read_manifest
+    from cpt_embed.search.query import Searcher, hits_to_dicts
+    from cpt_embed.search.store import read_manifest
 
     quiet_transformers()
     name = model or read_manifest(index)["model"]

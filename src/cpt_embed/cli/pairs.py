@@ -109,17 +109,18 @@ def pairs_code(
     """(docstring summary, code without docstring) pairs from source trees, parsed with
     tree-sitter; .gitignore respected, vendor/build/test folders and test functions skipped."""
     from cpt_embed.data.code_pairs import LANGUAGES, CodeFilter
-    from cpt_embed.data.mine import code_exclusions, default_code_exclusions, mine_code
+    from cpt_embed.data.mine import code_exclusions, mine_code
     from cpt_embed.errors import InputError
+    from cpt_embed.eval.held_out import held_out_code, held_out_code_sets
 
     chosen = [x.strip() for x in languages.split(",")] if languages else None
     unknown = [x for x in chosen or [] if x not in LANGUAGES]
     if unknown:
         raise InputError(f"unknown language {unknown[0]!r}; use {', '.join(LANGUAGES)}")
-    sets = [(p, None) for p in exclude or []]
+    sets: list[tuple[Path, str | None]] = [(p, None) for p in exclude or []]
     if exclude_eval:
-        sets += default_code_exclusions(_eval_data_dir())
-    held_out = code_exclusions(sets)
+        sets += held_out_code_sets(_eval_data_dir())
+    held_out = code_exclusions(held_out_code(sets))
     report = mine_code(
         sources,
         output,
@@ -169,8 +170,9 @@ def pairs_text(
     (optionally .gz); documents split on paragraph and sentence boundaries."""
     from transformers import AutoTokenizer
 
-    from cpt_embed.data.mine import default_text_exclusions, mine_text, text_exclusions
+    from cpt_embed.data.mine import mine_text, text_exclusions
     from cpt_embed.data.text_pairs import TextFilter
+    from cpt_embed.eval.held_out import held_out_text_sets, held_out_texts
     from cpt_embed.model.resolve import resolve_model
 
     quiet_transformers()
@@ -182,7 +184,7 @@ def pairs_text(
 
     sets = list(exclude or [])
     if exclude_eval:
-        sets += default_text_exclusions(_eval_data_dir())
+        sets += held_out_text_sets(_eval_data_dir())
     report = mine_text(
         sources,
         output,
@@ -202,6 +204,6 @@ def pairs_text(
         text_filter=TextFilter(
             min_tokens=min_tokens, min_prose=min_prose, near_duplicate=near_duplicate
         ),
-        exclusions=text_exclusions(sets),
+        exclusions=text_exclusions(held_out_texts(sets)),
     )
     _print_mining(report)

@@ -67,7 +67,7 @@ def serve(
     encoder = Encoder.load(model, device=device)
     searcher = None
     if index is not None:
-        from cpt_embed.search.index import Searcher
+        from cpt_embed.search.query import Searcher
 
         searcher = Searcher(index, encoder, model)
     app_ = create_app(

@@ -66,9 +66,14 @@ def train(
     from cpt_embed.train.loop import train as run_training
 
     settings = TrainConfig.load(config, **values, resume=resume or None)
+    evaluation = None
+    if settings.eval_every:
+        from cpt_embed.eval.periodic import periodic_evaluation
+
+        evaluation = periodic_evaluation(settings.eval_tasks)
     quiet_transformers()
     try:
-        final = run_training(settings)
+        final = run_training(settings, evaluate=evaluation)
     except KeyboardInterrupt as stop:
         say(str(stop) or "interrupted")
         raise typer.Exit(130) from None

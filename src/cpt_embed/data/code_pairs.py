@@ -14,7 +14,7 @@ import inspect
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -427,18 +427,6 @@ def pairs_from_source(
         x = summary(function.docstring)
         if code_filter.keep(function, x):
             yield code_pair(function, x, repo, path)
-
-
-def held_out_keys(texts: Callable[[], Iterator[tuple[str, str]]]) -> set[str]:
-    """Keys of evaluation items: each (language, text) as a whole, and each function
-    found in it with its docstring removed (how our pairs store code)."""
-    keys: set[str] = set()
-    for language, text in texts():
-        keys.add(normalized_hash(text))
-        if language in LANGUAGES:
-            for function in extract_functions(text.encode("utf-8"), language)[0]:
-                keys.add(normalized_hash(function.code))
-    return keys
 
 
 def language_of(path: Path) -> str | None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpt_embed.data.jsonl import json_objects, utf8_lines
 from cpt_embed.data.walk import VCS_DIRS, walk_files
+from cpt_embed.errors import InputError
 
 PLAIN = (".txt", ".md", ".rst", ".markdown", ".text")
 RECORDS = (".jsonl", ".parquet")
@@ -85,6 +86,8 @@ def documents_of(
                 yield from _jsonl(handle, relative, field, id_field, counts, max_bytes)
         except (OSError, EOFError):
             counts["file_unreadable"] += 1
+        except InputError:  # UTF-16 or UTF-32 (a byte order mark at the start)
+            counts["file_not_utf8"] += 1
         return
     text = read_text_file(path, counts, max_bytes)
     if text is not None:
@@ -93,24 +96,31 @@ def documents_of(
 
 
 def _jsonl(handle, relative, field, id_field, counts, max_bytes) -> Iterator[Document]:
-    for number, raw in enumerate(handle, start=1):
-        if not raw.strip():
-            continue
-        if len(raw) > max_bytes:
-            counts["record_too_large"] += 1
-            continue
-        try:
-            record = json.loads(raw)
-            value = record[field]
-        # ValueError: not JSON, not UTF-8, or an integer of more than 4300 digits
-        except (ValueError, RecursionError, KeyError, TypeError):
-            counts["record_unreadable"] += 1
-            continue
+    """The records of a JSONL corpus file, read by the package's one JSONL reader; a bad
+    line (not UTF-8, not a JSON object, without a text `field`) is skipped and counted."""
+
+    def skip(_: InputError) -> None:
+        counts["record_unreadable"] += 1
+
+    lines = utf8_lines(_capped(handle, max_bytes, counts), relative, on_bad_line=skip)
+    for number, record in json_objects(lines, relative, on_bad_line=skip):
+        value = record.get(field)
         if not isinstance(value, str):
             counts["record_unreadable"] += 1
             continue
         key = record.get(id_field) if id_field else record.get("id", record.get("_id"))
         yield Document(f"{relative}:{key if key is not None else number}", value, number)
+
+
+def _capped(handle: Iterable[bytes], max_bytes: int, counts: Counter) -> Iterator[bytes]:
+    """The lines of `handle`, each over `max_bytes` counted and read as a blank line (so
+    that the others keep their numbers)."""
+    for raw in handle:
+        if len(raw) > max_bytes:
+            counts["record_too_large"] += 1
+            yield b"\n"
+        else:
+            yield raw
 
 
 def _parquet(path, relative, field, id_field, counts) -> Iterator[Document]:

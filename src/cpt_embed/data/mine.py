@@ -15,17 +15,18 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cpt_embed.data.code_pairs import (
+    LANGUAGES,
     CodeFilter,
-    held_out_keys,
+    extract_functions,
     language_of,
     normalized_hash,
     pairs_from_source,
 )
 from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
-from cpt_embed.data.shards import ShardWriter, json_records
+from cpt_embed.data.shards import ShardWriter
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
-from cpt_embed.errors import InputError, missing_path, reading
+from cpt_embed.errors import InputError, missing_path
 
 T = TypeVar("T")
 PROJECT_MARKERS = (
@@ -40,8 +41,6 @@ PROJECT_MARKERS = (
     "Gemfile",
     "composer.json",
 )
-# The code-search sets of ../shared/data and their language.
-EVAL_CODE_SETS = {"code_search/cosqa": "python", "code_search/codesearchnet_ruby": "ruby"}
 
 
 @dataclass
@@ -110,88 +109,23 @@ def _run(
     )
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) of a UTF-8 file; an error names the file."""
-    with reading(path), open(path, encoding="utf-8-sig") as handle:
-        yield from enumerate(handle, start=1)
+def text_exclusions(texts: Iterable[str]) -> set[str]:
+    """Normalised hashes of held-out texts (those of evaluation sets): text pairs holding
+    one of them are dropped."""
+    return {normalized_hash(text) for text in texts}
 
 
-def _json_records(path: Path) -> Iterator[dict]:
-    """The objects of a JSONL file; an error names the file and line."""
-    return json_records(_text_lines(path), path)
-
-
-def _beir_texts(folder: Path) -> Iterator[str]:
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        path = folder / name
-        if path.is_file():
-            for record in _json_records(path):
-                title, text = record.get("title"), record.get("text")
-                parts = [t for t in (title, text) if isinstance(t, str) and t]
-                yield " ".join(parts)
-                if len(parts) == 2:
-                    yield text
-
-
-def _exclusion_texts(path: Path) -> Iterator[str]:
-    """Texts of an evaluation set: a BEIR folder, a JSONL file (text, text1, text2 fields),
-    a TSV of sentence pairs, or a folder holding any of these."""
-    if path.is_dir() and (path / "corpus.jsonl").is_file():
-        yield from _beir_texts(path)
-    elif path.is_dir():
-        for child in sorted(path.iterdir()):
-            if child.is_dir() and child.name != "qrels" or child.suffix in (".jsonl", ".tsv"):
-                yield from _exclusion_texts(child)
-    elif path.suffix == ".jsonl":
-        for record in _json_records(path):
-            yield from (
-                record[k] for k in ("text", "text1", "text2") if isinstance(record.get(k), str)
-            )
-    elif path.suffix == ".tsv":
-        for _, line in _text_lines(path):
-            yield from line.rstrip("\n").split("\t")[1:]
-    else:
-        raise InputError(f"{path}: --exclude takes a BEIR folder, .jsonl, .tsv or a folder")
-
-
-def text_exclusions(paths: list[Path]) -> set[str]:
-    """Normalised hashes of every text in the given evaluation sets."""
-    return {normalized_hash(t) for p in paths for t in _exclusion_texts(p)}
-
-
-def code_exclusions(paths: list[tuple[Path, str | None]]) -> set[str]:
-    """Keys of the code and queries of the given sets: whole texts, and each function
-    without its docstring, as our pairs store code."""
-
-    def items():
-        for path, language in paths:
-            for text in _exclusion_texts(path):
-                yield language or "", text
-
-    return held_out_keys(items)
-
-
-def default_text_exclusions(data_dir: Path | None) -> list[Path]:
-    """Every evaluation set of ../shared/data: STS and classification files, and each
-    retrieval and code-search folder (read in the BEIR layout)."""
-    if data_dir is None:
-        return []
-    return sorted(
-        p
-        for kind in ("sts", "classification", "retrieval", "code_search")
-        if (data_dir / kind).is_dir()
-        for p in (data_dir / kind).iterdir()
-        if p.is_dir()
-    )
-
-
-def default_code_exclusions(data_dir: Path | None) -> list[tuple[Path, str]]:
-    """The code-search sets of ../shared/data."""
-    if data_dir is None:
-        return []
-    return [
-        (data_dir / rel, lang) for rel, lang in EVAL_CODE_SETS.items() if (data_dir / rel).is_dir()
-    ]
+def code_exclusions(items: Iterable[tuple[str, str]]) -> set[str]:
+    """Keys of held-out (language, text) items: each text whole, and each function found in
+    it without its docstring, as our pairs store code (evaluation sets such as CoSQA keep
+    the docstring)."""
+    keys: set[str] = set()
+    for language, text in items:
+        keys.add(normalized_hash(text))
+        if language in LANGUAGES:
+            for function in extract_functions(text.encode("utf-8"), language)[0]:
+                keys.add(normalized_hash(function.code))
+    return keys
 
 
 @cache

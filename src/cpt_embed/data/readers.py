@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import codecs
 import gzip
-import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cpt_embed.data.jsonl import json_objects, utf8_lines
 from cpt_embed.errors import InputError, first_line, missing_path
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -43,53 +43,30 @@ def _open_binary(path: Path, gz: bool) -> IO[bytes]:
     return gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
 
 
-def _lines(handle: IO[bytes], name: str):
-    """(line number, text) of each line, decoded as UTF-8 one line at a time so that an
-    error can name the line; a UTF-8 byte order mark is dropped, NUL bytes are an error."""
+def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each UTF-8 line; a read that fails names the line it got to."""
     number = 0
     try:
-        for number, raw in enumerate(handle, start=1):  # noqa: B007
-            if number == 1:
-                if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                    raise InputError(
-                        f"{name}: UTF-16 or UTF-32 text (it starts with a byte order mark); "
-                        "convert the file to UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
-                    )
-                raw = raw.removeprefix(codecs.BOM_UTF8)
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise InputError(
-                    f"{name}: line {number} is not UTF-8 ({err.reason}); "
-                    "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-                ) from None
-            if "\0" in text:
-                raise InputError(
-                    f"{name}: line {number} holds a NUL byte, so this is no text file "
-                    "(binary, or UTF-16 without a byte order mark); pass UTF-8 text"
-                )
+        for number, text in utf8_lines(handle, name):
             yield number, text
     except (OSError, EOFError) as err:
         raise InputError(f"{name}: cannot read past line {number} ({err})") from None
 
 
-def _jsonl(lines, name: str, field: str, id_field: str | None) -> Texts:
-    ids, texts = [], []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{name}: line {number} is not valid JSON ({err.msg})") from None
-        except RecursionError:
+def _text_lines(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
+    """The lines of a text file, where a NUL byte means it is none."""
+    for number, text in _lines(handle, name):
+        if "\0" in text:
             raise InputError(
-                f"{name}: line {number} nests JSON too deeply to read; one flat object a line"
-            ) from None
-        except ValueError as err:  # an integer of more than 4300 digits
-            raise InputError(f"{name}: line {number} cannot be read as JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{name}: line {number} is not a JSON object")
+                f"{name}: line {number} holds a NUL byte, so this is no text file "
+                "(binary, or UTF-16 without a byte order mark); pass UTF-8 text"
+            )
+        yield number, text
+
+
+def _jsonl(lines: Iterable[tuple[int, str]], name: str, field: str, id_field: str | None) -> Texts:
+    ids, texts = [], []
+    for number, record in json_objects(lines, name):
         if field not in record:
             raise InputError(
                 f"{name}: line {number} has no field {field!r} (fields: "
@@ -157,7 +134,7 @@ def read_texts(source: str | Path, field: str = "text", id_field: str | None = N
     .jsonl one JSON object a line (`field` holds the text), .parquet (`field` column);
     `-` reads lines from stdin. Ids come from `id_field`, else an `id`/`_id` field."""
     if str(source) == "-":
-        lines = list(_lines(sys.stdin.buffer, "<stdin>"))
+        lines = list(_text_lines(sys.stdin.buffer, "<stdin>"))
         return Texts([str(n) for n, _ in lines], [text for _, text in lines])
     path = Path(source)
     if not path.is_file():
@@ -169,7 +146,7 @@ def read_texts(source: str | Path, field: str = "text", id_field: str | None = N
         with _open_binary(path, gz) as handle:
             if kind == ".jsonl":
                 return _jsonl(_lines(handle, str(path)), str(path), field, id_field)
-            lines = list(_lines(handle, str(path)))
+            lines = list(_text_lines(handle, str(path)))
     except PermissionError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
     return Texts([str(n) for n, _ in lines], [text for _, text in lines])

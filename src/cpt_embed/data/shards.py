@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from cpt_embed.atomic import atomic_file
+from cpt_embed.data.jsonl import read_jsonl
 from cpt_embed.errors import InputError, first_line, missing_path
 
 MANIFEST = "manifest.json"
@@ -36,46 +37,23 @@ def _write_shard(path: Path, records: list[dict], fmt: str) -> None:
 
 def read_shard(path: Path) -> Iterator[dict]:
     """The records of one shard file; a damaged one is an error naming it (and the line)."""
-    name = path.name
+    if path.name.endswith(".parquet"):
+        yield from _parquet_records(path)
+    else:
+        for _, record in read_jsonl(path):
+            yield record
+
+
+def _parquet_records(path: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        if name.endswith(".parquet"):
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                records = pq.read_table(path).to_pylist()
-            except pa.ArrowException as err:
-                raise InputError(
-                    f"{path}: not a readable Parquet file ({first_line(err)})"
-                ) from None
-            yield from records
-            return
-        opener = gzip.open if name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8-sig") as handle:
-            yield from json_records(enumerate(handle, start=1), path)
-    except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not UTF-8 ({err.reason}); convert it to UTF-8") from None
-    except (OSError, EOFError) as err:
-        raise InputError(
-            f"{path}: cannot read ({first_line(err)}); write the file again or leave it out"
-        ) from None
-
-
-def json_records(lines: Iterable[tuple[int, str]], path: Path) -> Iterator[dict]:
-    """The JSON objects of numbered JSONL lines (blank lines skipped); a line that is not
-    one is an error naming the file and line."""
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError) as err:  # ValueError: ints of 4300+ digits too
-            raise InputError(
-                f"{path}: line {number} is not valid JSON ({first_line(err)}); fix or drop it"
-            ) from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path}: line {number} is not a JSON object; fix or drop it")
-        yield record
+        return pq.read_table(path).to_pylist()
+    except pa.ArrowException as err:
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or first_line(err)})") from None
 
 
 def _manifest(path: Path) -> dict[str, Any]:

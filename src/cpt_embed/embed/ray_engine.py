@@ -117,60 +117,50 @@ def embed_with_ray(
     address: str | None,
     show_progress: bool,
 ) -> tuple[int, int]:
-    """Embed `pending` on the Ray cluster at `address`; the number of texts embedded and
-    their dimension."""
+    """Embed `pending` on the Ray cluster at `address`: tasks read the shards, an actor pool
+    embeds them, and this process writes each shard as soon as all its rows are back; the
+    number of texts embedded and their dimension."""
     with _ray_session(address) as ray:
-        return _embed(
-            ray, pending, out, settings, batch_size, device, compile, actors, show_progress
+        resources = ray.cluster_resources()
+        cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+        use_gpu = gpus > 0 and (device is None or device.startswith("cuda"))
+        if use_gpu and actors > gpus:
+            raise InputError(f"--actors {actors} needs {actors} GPUs; the Ray cluster has {gpus}")
+        if not use_gpu and actors > cpus:
+            raise InputError(f"--actors {actors} needs {actors} CPUs; the Ray cluster has {cpus}")
+        threads = max(1, cpus // actors)
+        # GPU actors need a core for tokenising; CPU actors an equal share of the cores. The
+        # readers ask for no CPU: they would otherwise wait for cores the actors hold.
+        actor_resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": threads}
+        ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts shards
+        items = [{"shard": i, "source": str(s.source.resolve())} for i, s in enumerate(pending)]
+        dataset = (
+            ray.data.from_items(items)
+            .map_batches(
+                _read_rows,
+                batch_size=1,
+                fn_kwargs={"field": settings.field, "id_field": settings.id_field},
+                num_cpus=0,
+            )
+            .map_batches(
+                EmbedActor,
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                fn_constructor_kwargs={
+                    "settings": asdict(settings),
+                    "device": "cuda" if use_gpu else (device or "cpu"),
+                    "batch_size": batch_size,
+                    "compile": compile,
+                    "threads": threads,
+                },
+                **actor_resources,
+            )
         )
+        return _write_shards(dataset, pending, out, show_progress)
 
 
-def _embed(
-    ray,
-    pending: list[Shard],
-    out: Path,
-    settings: EmbedSettings,
-    batch_size: int,
-    device: str | None,
-    compile: bool,
-    actors: int,
-    show_progress: bool,
-) -> tuple[int, int]:
-    resources = ray.cluster_resources()
-    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    use_gpu = gpus > 0 and (device is None or device.startswith("cuda"))
-    if use_gpu and actors > gpus:
-        raise InputError(f"--actors {actors} needs {actors} GPUs; the Ray cluster has {gpus}")
-    if not use_gpu and actors > cpus:
-        raise InputError(f"--actors {actors} needs {actors} CPUs; the Ray cluster has {cpus}")
-    threads = max(1, cpus // actors)
-    # GPU actors need a core for tokenising; CPU actors an equal share of the cores. The
-    # readers ask for no CPU: they would otherwise wait for cores the actors hold.
-    actor_resources = {"num_gpus": 1, "num_cpus": 1} if use_gpu else {"num_cpus": threads}
-    ray.data.DataContext.get_current().enable_progress_bars = False  # ours counts shards
-    items = [{"shard": i, "source": str(s.source.resolve())} for i, s in enumerate(pending)]
-    dataset = (
-        ray.data.from_items(items)
-        .map_batches(
-            _read_rows,
-            batch_size=1,
-            fn_kwargs={"field": settings.field, "id_field": settings.id_field},
-            num_cpus=0,
-        )
-        .map_batches(
-            EmbedActor,
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            fn_constructor_kwargs={
-                "settings": asdict(settings),
-                "device": "cuda" if use_gpu else (device or "cpu"),
-                "batch_size": batch_size,
-                "compile": compile,
-                "threads": threads,
-            },
-            **actor_resources,
-        )
-    )
+def _write_shards(dataset, pending: list[Shard], out: Path, show_progress: bool) -> tuple[int, int]:
+    """Write each shard of `pending` once the embedded rows of `dataset` hold all of it."""
     partial: dict[int, _PartialShard] = {}
     texts, dim = 0, 0
     start = time.perf_counter()

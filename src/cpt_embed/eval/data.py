@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpt_embed.checksums import sha256_of
-from cpt_embed.errors import InputError, first_line, missing_path, reading
+from cpt_embed.data.jsonl import read_jsonl
+from cpt_embed.errors import InputError, missing_path, reading
 
 DATA_ENV = "CPT_DATA"
 
@@ -55,8 +56,6 @@ def _reading(path: Path) -> Iterator[None]:
             yield
         except csv.Error as err:
             raise InputError(f"{path}: not a TSV file as expected ({err})") from None
-        except RecursionError:
-            raise InputError(f"{path}: JSON nested too deeply to read") from None
 
 
 class Checksums:
@@ -79,21 +78,7 @@ class Checksums:
 
 
 def _jsonl(path: Path) -> list[dict]:
-    records = []
-    with _reading(path), open(_require(path), encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:  # not JSON, or an integer of more than 4300 digits
-                raise InputError(
-                    f"{path}: line {number} is not valid JSON ({first_line(err)})"
-                ) from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}: line {number} is not a JSON object")
-            records.append(record)
-    return records
+    return [record for _, record in read_jsonl(_require(path))]
 
 
 def _field(record: dict, name: str, path: Path, number: int):
@@ -230,24 +215,43 @@ def load_qrels(path: Path) -> dict[str, dict[str, int]]:
     return qrels
 
 
+@dataclass(frozen=True)
+class Passage:
+    """A record of a BEIR corpus.jsonl or queries.jsonl."""
+
+    id: str
+    text: str
+    title: str = ""
+
+    @property
+    def full_text(self) -> str:
+        """The title joined to the text, as retrieval embeds a document."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+def load_passages(path: Path) -> list[Passage]:
+    """The records of a BEIR corpus.jsonl or queries.jsonl: `_id`, `text`, `title` if any."""
+    return [
+        Passage(
+            str(_field(record, "_id", path, number)),
+            _text(record, "text", path, number),
+            str(record.get("title") or ""),
+        )
+        for number, record in enumerate(_jsonl(path), start=1)
+    ]
+
+
 def load_beir(folder: Path, split: str = "test", checksums: Checksums | None = None) -> BEIR:
     """Corpus (title + " " + text), the queries judged in qrels/<split>.tsv, and the qrels."""
     corpus_path, queries_path = folder / "corpus.jsonl", folder / "queries.jsonl"
     qrels_path = folder / "qrels" / f"{split}.tsv"
     qrels = load_qrels(qrels_path)
-    corpus = _jsonl(corpus_path)
-    queries = {
-        str(_field(q, "_id", queries_path, n)): _text(q, "text", queries_path, n)
-        for n, q in enumerate(_jsonl(queries_path), start=1)
-    }
+    corpus = load_passages(corpus_path)
+    queries = {query.id: query.text for query in load_passages(queries_path)}
     if checksums:
         for path in (corpus_path, queries_path, qrels_path):
             checksums.add(path)
-    corpus_ids, corpus_texts = [], []
-    for number, doc in enumerate(corpus, start=1):
-        corpus_ids.append(str(_field(doc, "_id", corpus_path, number)))
-        title, text = doc.get("title") or "", _text(doc, "text", corpus_path, number)
-        corpus_texts.append(f"{title} {text}" if title else text)
+    corpus_ids = [doc.id for doc in corpus]
     missing = [q for q in qrels if q not in queries]
     if missing:
         raise InputError(f"{qrels_path}: query {missing[0]!r} is not in {queries_path}")
@@ -256,4 +260,10 @@ def load_beir(folder: Path, split: str = "test", checksums: Checksums | None = N
     if unknown:
         raise InputError(f"{qrels_path}: document {unknown[0]!r} is not in {corpus_path}")
     query_ids = [q for q in queries if q in qrels]
-    return BEIR(corpus_ids, corpus_texts, query_ids, [queries[q] for q in query_ids], qrels)
+    return BEIR(
+        corpus_ids,
+        [doc.full_text for doc in corpus],
+        query_ids,
+        [queries[q] for q in query_ids],
+        qrels,
+    )

@@ -19,7 +19,7 @@ from cpt_embed.eval.data import Checksums
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
 from cpt_embed.model import Encoder
-from cpt_embed.model.encoder import dtype_name, to_dtype
+from cpt_embed.model.runtime.devices import dtype_name, to_dtype
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ __all__ = ["TRUST_PICKLE_ENV", "Encoder", "EncoderConfig", "ModelNotFoundError",
 
 if TYPE_CHECKING:
     from cpt_embed.model.config import EncoderConfig
-    from cpt_embed.model.encoder import TRUST_PICKLE_ENV, Encoder
+    from cpt_embed.model.encoder import Encoder
+    from cpt_embed.model.loading import TRUST_PICKLE_ENV
     from cpt_embed.model.resolve import ModelNotFoundError, resolve_model
 
 _HOMES = {
     "Encoder": "encoder",
-    "TRUST_PICKLE_ENV": "encoder",
+    "TRUST_PICKLE_ENV": "loading",
     "EncoderConfig": "config",
     "ModelNotFoundError": "resolve",
     "resolve_model": "resolve",

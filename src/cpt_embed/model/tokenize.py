@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 
 from cpt_embed.errors import InputError
-from cpt_embed.model.attention import Ragged
 from cpt_embed.model.config import SIDES, EncoderConfig, Side
+from cpt_embed.model.runtime.attention import Ragged
 
 # Characters looked at per token before a long text is tokenized in full; generous, since
 # the cut is only a speed-up and is checked (see _head_ids).

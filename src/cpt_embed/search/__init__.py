@@ -1,1 +1,2 @@
-"""Semantic search over files: chunking, a FAISS + SQLite index on disk, queries."""
+"""Semantic search over files: chunking (chunks), the FAISS index (index), the manifest and
+SQLite metadata beside it (store), building and updating (build), queries (query)."""

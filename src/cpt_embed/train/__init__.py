@@ -1,1 +1,2 @@
-"""Training: the contrastive loss, gradient caching, the training loop, checkpoints."""
+"""Training: the contrastive loss, distributed gather, chunking and gradient caching, the
+input pipeline, the training loop, checkpoints, config."""

@@ -6,8 +6,8 @@ Memory Limited Setup"): a batch of any size in the memory of one chunk.
 3. Embed each chunk again with a graph and back-propagate its cached embedding gradient.
 The parameter gradients equal those of one full-batch step.
 
-`length_groups` orders a side's texts by length and cuts it into chunks of similar length,
-so that each forward pass pads little; the loss still sees the rows in their own order.
+How a side is cut into chunks is train/chunks.py's business; here the chunks of each side
+come with the text each row holds, and the loss sees the rows in their own order.
 """
 
 from __future__ import annotations
@@ -16,35 +16,9 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 Batch = dict[str, torch.Tensor]
-
-
-def length_groups(lengths: Sequence[int], max_rows: int, pass_cost: int) -> list[list[int]]:
-    """Row indices for forward passes: longest first, at most `max_rows` rows a group, with
-    the fewest padded tokens plus `pass_cost` tokens for each pass (the fixed cost of one
-    more forward and backward). An exact search over cuts between distinct lengths."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    widths, counts = np.unique(np.asarray(lengths), return_counts=True)
-    widths, counts = widths[::-1], counts[::-1]  # longest first
-    ends = np.concatenate([[0], np.cumsum(counts)])
-    best = np.zeros(len(widths) + 1)
-    start = np.zeros(len(widths) + 1, dtype=int)
-    for j in range(1, len(widths) + 1):
-        rows = ends[j] - ends[:j]  # a group from distinct length i up to j - 1
-        cost = best[:j] + widths[:j] * rows + pass_cost * np.ceil(rows / max_rows)
-        start[j] = int(np.argmin(cost))
-        best[j] = cost[start[j]]
-    groups, j = [], len(widths)
-    while j:
-        i = start[j]
-        span = order[ends[i] : ends[j]]
-        pieces = -(-len(span) // max_rows)
-        groups[:0] = [p.tolist() for p in np.array_split(span, pieces)]
-        j = i
-    return groups
 
 
 class _RngState:

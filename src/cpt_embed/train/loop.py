@@ -1,129 +1,58 @@
-"""The training loop, top to bottom: set up (model, loss, optimiser, schedule, processes),
+"""The training loop, top to bottom: set up (processes, model, loss, optimiser, schedule),
 then step: take a global batch, keep this process's slice, run a gradient-cached
-contrastive step, clip, update; log, checkpoint, evaluate; save the final Encoder."""
+contrastive step, clip, update; log, evaluate (a callback the caller passes in),
+checkpoint; save the final Encoder."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
-import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
-from cpt_embed.atomic import atomic_file
 from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
+from cpt_embed.train.checkpoints import (
+    load_checkpoint,
+    save_checkpoint,
+    start_checkpoint,
+    trim_log,
+)
+from cpt_embed.train.chunks import cut_side
 from cpt_embed.train.config import TrainConfig
 from cpt_embed.train.data import batches, key_of, pair_stream, parse_sources
-from cpt_embed.train.grad_cache import Batch, GradCache, length_groups
-from cpt_embed.train.loss import ContrastiveLoss, world
-from cpt_embed.train.state import load_state, save_state
+from cpt_embed.train.distributed import barrier, data_parallel, init_distributed
+from cpt_embed.train.grad_cache import GradCache
+from cpt_embed.train.loss import ContrastiveLoss
 
-CHECKPOINTS = "checkpoints"
-STATE = "state.safetensors"
-# Settings that decide the data stream and the optimiser state: resuming needs the same.
-RESUME_MUST_MATCH = (
-    "batch_size",
-    "data",
-    "seed",
-    "max_steps",
-    "schedule",
-    "lr",
-    "warmup",
-    "shuffle_buffer",
-    "learn_tau",
-    "hard_negatives",
-    "weight_decay",
-    "encoder",
-)
-# The fixed cost of one more forward and backward pass, in padded tokens: a side is cut into
-# chunks of similar length where the padding saved outweighs it. The CPU figure is measured
-# with all-MiniLM-L6-v2; the other is an estimate (GPUs run small passes at the speed of
-# their kernel launches, so they cut only where much padding is saved).
-PASS_COST_TOKENS = {"cpu": 64, "other": 4096}
-
-
-def _rng_state() -> dict[str, Any]:
-    return {
-        "cpu": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-# torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; `srun` without torchrun sets these instead
-SLURM_ENV = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"}
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun (or SLURM's srun, with MASTER_ADDR and MASTER_PORT
-    set) describes: gloo on CPU, NCCL on GPUs."""
-    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
-        if missing:
-            raise InputError(
-                f"SLURM task without {' and '.join(missing)}: export MASTER_ADDR=<first node> "
-                "MASTER_PORT=29500 in the job script, or launch with torchrun"
-            )
-        os.environ.update({ours: os.environ[theirs] for ours, theirs in SLURM_ENV.items()})
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    return world()
-
-
-def _schedule(config: TrainConfig):
-    warmup = int(config.warmup * config.max_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if config.schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, config.max_steps - warmup)
-        if config.schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-        return max(0.0, 1.0 - progress)
-
-    return factor
-
-
-def _rows(batch: Batch, rows: list[int], width: int, left: bool) -> Batch:
-    """Rows of a padded batch as a batch of their own, `width` tokens wide: the same tensors
-    tokenizing those texts alone gives."""
-    index = torch.tensor(rows, device=batch["input_ids"].device)
-    shift = batch["input_ids"].shape[1] - width if left else 0
-    out = {}
-    for key, value in batch.items():
-        value = value.index_select(0, index)
-        # token tensors lose the padding columns; positions move with them
-        out[key] = value[:, shift : shift + width] if value.ndim == 2 else value - shift
-    return out
-
-
-def latest_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint folder under output/checkpoints."""
-    folder = output / CHECKPOINTS
-    found = (
-        sorted(p for p in folder.glob("step-*") if (p / STATE).is_file()) if folder.is_dir() else []
-    )
-    return found[-1] if found else None
+# Periodic evaluation: scores by task name for the Encoder as it is at that step.
+Evaluation = Callable[[Encoder], dict[str, float]]
+# Our schedule names and transformers' for them.
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
 class Trainer:
-    """One training run; `run()` does it all, `train_step` is one optimiser step."""
+    """One training run; `run()` does it all, `train_step` is one optimiser step.
+    `evaluate`, needed when config.eval_every is set, scores the Encoder every eval_every
+    steps (on rank 0; the CLI builds it with cpt_embed.eval.periodic)."""
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.config = config
+    def __init__(self, config: TrainConfig, *, evaluate: Evaluation | None = None) -> None:
+        if config.eval_every and evaluate is None:
+            raise InputError(
+                f"eval_every {config.eval_every} needs an evaluation callback: pass "
+                "evaluate=periodic_evaluation(config.eval_tasks) (cpt_embed.eval.periodic; "
+                "`cpt train` does) or set eval_every to 0"
+            )
+        self.config, self.evaluate = config, evaluate
         self.rank, self.world = init_distributed()
         if config.batch_size % self.world:
             raise InputError(
@@ -131,62 +60,25 @@ class Trainer:
             )
         self.output = Path(config.output)
         self.sources = parse_sources(config.data)
-        if torch.cuda.is_available() and config.device is None:
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        else:
-            device = config.device or "cpu"
-        checkpoint = latest_checkpoint(self.output) if config.resume else None
-        if config.resume and checkpoint is None:
-            raise InputError(f"--resume: no checkpoint in {self.output / CHECKPOINTS}")
-        if not config.resume and latest_checkpoint(self.output) is not None:
-            raise InputError(
-                f"{self.output} holds checkpoints; pass --resume to go on or "
-                "choose another --output"
-            )
-        overrides = {} if checkpoint else dict(config.encoder)
-        if config.max_length:
-            overrides["max_length"] = config.max_length
+        checkpoint = start_checkpoint(self.output, config.resume)
         torch.manual_seed(config.seed)
-        try:
-            self.encoder = Encoder.load(
-                checkpoint / "model" if checkpoint else config.model, device=device, **overrides
-            ).train()
-        except (TypeError, ValueError) as err:
-            raise InputError(f"model {config.model!r} with settings {overrides}: {err}") from None
-        if config.gradient_checkpointing:
-            self.encoder.backbone.gradient_checkpointing_enable()
+        self.encoder = _load_encoder(config, checkpoint)
         self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
             self.encoder.device
         )
-        self.model = self.encoder
-        if self.world > 1:
-            # find_unused_parameters: backbones carry layers pooling never reads (BERT's pooler)
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.encoder,
-                find_unused_parameters=True,
-                device_ids=[self.encoder.device.index]
-                if self.encoder.device.type == "cuda"
-                else None,
-            )
-        # fused: one kernel for all parameters (as the Hugging Face Trainer does by default)
-        self.optimizer = torch.optim.AdamW(
-            self._param_groups(), lr=config.lr, fused=self.encoder.device.type in ("cpu", "cuda")
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config))
-        autocast = None
-        if config.dtype == "bfloat16":
-
-            def autocast():
-                return torch.autocast(self.encoder.device.type, dtype=torch.bfloat16)
-
+        self.model = data_parallel(self.encoder, self.encoder.device)
+        self.optimizer = _optimizer(self.encoder, self.loss_fn, config)
+        self.scheduler = _scheduler(self.optimizer, config)
         self.cache = GradCache(
-            self.model, autocast=autocast, no_sync=self.model.no_sync if self.world > 1 else None
+            self.model,
+            autocast=_autocast(config, self.encoder.device),
+            no_sync=self.model.no_sync if self.world > 1 else None,
         )
         self._word_grad = self._sparse_word_gradients()
         self.step = 0
         self.batches_done = 0
         if checkpoint is not None:
-            self._load_state(checkpoint)
+            self._restore(load_checkpoint(checkpoint, config.to_dict()))
 
     def _sparse_word_gradients(self) -> torch.Tensor | None:
         """A kept gradient buffer for the word embeddings, which then back-propagate sparse
@@ -201,30 +93,7 @@ class Trainer:
         embeddings.sparse = True
         return torch.zeros_like(embeddings.weight)
 
-    def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
-        for name, param in self.encoder.named_parameters():
-            if param.requires_grad:
-                (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-        no_decay += [p for p in self.loss_fn.parameters() if p.requires_grad]
-        return [
-            {"params": decay, "weight_decay": self.config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-
     # ------------------------------------------------------------------ one step
-    def _chunks(self, texts: list[str], side: str) -> tuple[list[Batch], torch.Tensor]:
-        """The side tokenized once, cut into chunks of similar length (each padded to its
-        own longest text), and the text each row of the chunks holds."""
-        whole = self.encoder.tokenize(texts, side)
-        lengths = whole["attention_mask"].sum(1).tolist()
-        cost = PASS_COST_TOKENS.get(self.encoder.device.type, PASS_COST_TOKENS["other"])
-        groups = length_groups(lengths, self.config.chunk_size, cost)
-        left = self.encoder.config.padding_side == "left"
-        chunks = [_rows(whole, group, max(lengths[i] for i in group), left) for group in groups]
-        order = torch.tensor([i for group in groups for i in group])
-        return chunks, order
-
     def train_step(self, batch: list[dict]) -> dict[str, float]:
         """One update on a global batch (every process passes the same batch)."""
         share = len(batch) // self.world
@@ -234,7 +103,10 @@ class Trainer:
         if self.config.hard_negatives:
             negatives = [n for r in local for n in r[self.config.hard_negatives]]
             texts.append((negatives, "document"))
-        sides, orders = zip(*(self._chunks(t, side) for t, side in texts), strict=True)
+        sides, orders = zip(
+            *(cut_side(self.encoder, t, side, self.config.chunk_size) for t, side in texts),
+            strict=True,
+        )
         device = self.encoder.device
         keys = {
             "x_keys": torch.tensor([key_of(t) for t in xs], device=device),
@@ -265,32 +137,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def save_checkpoint(self) -> Path:
-        """Write output/checkpoints/step-N (model folder, each process's RNG, then the state file
-        last: a folder without the state file is incomplete and never resumed from); keep the
-        newest `keep_last`."""
-        path = self.output / CHECKPOINTS / f"step-{self.step:07d}"
-        if self.rank == 0:
-            self._save_model(path)
-        save_state(_rng_state(), path / f"rng-rank{self.rank}.safetensors")
-        if self.world > 1:
-            dist.barrier()
-        if self.rank == 0:
-            save_state(self._state(), path / STATE)
-            folders = sorted(path.parent.glob("step-*"))
-            done = [p for p in folders if (p / STATE).is_file()]
-            # older folders without a state file: a kill left them while writing or deleting
-            stale = [p for p in folders if p < path and not (p / STATE).is_file()]
-            for old in done[: -self.config.keep_last] + stale:
-                shutil.rmtree(old, ignore_errors=True)
-        if self.world > 1:
-            dist.barrier()
-        return path
+        """Write output/checkpoints/step-N (see checkpoints.save_checkpoint); every process
+        calls this."""
+        return save_checkpoint(
+            self.output, self.step, self._state, self._save_model, self.config.keep_last
+        )
 
-    def _save_model(self, path: Path) -> None:
+    def _save_model(self, folder: Path) -> None:
         # the Encoder folder of a checkpoint or of the final model, with tau and a summary
         self.encoder.config.logit_scale = float(self.loss_fn.scale.detach())
         self.encoder.config.training = self.summary()
-        self.encoder.save(path / "model")
+        self.encoder.save(folder)
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -303,25 +160,10 @@ class Trainer:
             "config": self.config.to_dict(),
         }
 
-    def _load_state(self, checkpoint: Path) -> None:
-        state = load_state(checkpoint / STATE)
-        changed = [
-            k for k in RESUME_MUST_MATCH if state["config"].get(k) != self.config.to_dict().get(k)
-        ]
-        if changed:
-            raise InputError(
-                f"{checkpoint}: --resume with different {', '.join(changed)} than "
-                "the run that wrote it; use the original settings"
-            )
+    def _restore(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.loss_fn.load_state_dict(state["loss"])
-        rng = checkpoint / f"rng-rank{self.rank}.safetensors"
-        if rng.is_file():  # absent when resuming on more processes than wrote it
-            saved = load_state(rng)
-            torch.set_rng_state(saved["cpu"])
-            if saved["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(saved["cuda"])
         self.step, self.batches_done = state["step"], state["batches_done"]
 
     def summary(self) -> dict[str, Any]:
@@ -351,7 +193,7 @@ class Trainer:
             next(stream)
         metrics = self.output / "metrics.jsonl"
         if self.rank == 0:
-            _trim_log(metrics, self.step)
+            trim_log(metrics, self.step)
         bar = tqdm(
             total=config.max_steps,
             initial=self.step,
@@ -392,46 +234,81 @@ class Trainer:
             raise KeyboardInterrupt(f"interrupted; saved {saved}, go on with --resume") from None
         self.save_checkpoint()
         if self.rank == 0:
-            self._save_model(self.output)
+            self._save_model(self.output / "model")
         return self.output / "model"
 
-    def _evaluate(self, log) -> None:
-        if self.rank != 0:
-            if self.world > 1:
-                dist.barrier()  # wait for rank 0's evaluation
-            return
-        from cpt_embed.eval import evaluate, select_tasks
-        from cpt_embed.eval.data import find_data_dir
-
-        report = evaluate(
-            self.encoder,
-            select_tasks(self.config.eval_tasks),
-            find_data_dir(),
-            cache_dir=None,
-            show_progress=False,
-        )
-        self.encoder.train()
-        log.write(
-            json.dumps({"step": self.step, "eval": {r.task: r.score for r in report.results}})
-            + "\n"
-        )
-        log.flush()
-        if self.world > 1:
-            dist.barrier()
+    def _evaluate(self, log: IO[str]) -> None:
+        """Rank 0 scores the Encoder with the evaluation callback and logs the scores as
+        {"step": N, "eval": {task: score}}; the other processes wait for it."""
+        if self.rank == 0:
+            scores = self.evaluate(self.encoder)
+            self.encoder.train()
+            log.write(json.dumps({"step": self.step, "eval": scores}) + "\n")
+            log.flush()
+        barrier()
 
 
-def _trim_log(path: Path, step: int) -> None:
-    """Keep the rows of metrics.jsonl up to `step`: a run killed after its last checkpoint
-    logged steps that the resumed (or restarted) run logs again, and maybe half a line."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        with contextlib.suppress(ValueError):
-            if line.endswith("\n") and json.loads(line)["step"] <= step:
-                kept.append(line)
-    with atomic_file(path, "w") as handle:
-        handle.writelines(kept)
+def _load_encoder(config: TrainConfig, checkpoint: Path | None) -> Encoder:
+    """The Encoder to train, in train mode: the checkpoint's, or the start point with the
+    config's encoder settings (and max_length) applied."""
+    if torch.cuda.is_available() and config.device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    else:
+        device = config.device or "cpu"
+    overrides = {} if checkpoint else dict(config.encoder)
+    if config.max_length:
+        overrides["max_length"] = config.max_length
+    try:
+        encoder = Encoder.load(
+            checkpoint / "model" if checkpoint else config.model, device=device, **overrides
+        ).train()
+    except (TypeError, ValueError) as err:
+        raise InputError(f"model {config.model!r} with settings {overrides}: {err}") from None
+    if config.gradient_checkpointing:
+        encoder.backbone.gradient_checkpointing_enable()
+    return encoder
+
+
+def _optimizer(
+    encoder: Encoder, loss_fn: ContrastiveLoss, config: TrainConfig
+) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases, norms and tau."""
+    decay, no_decay = [], []
+    for name, param in encoder.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    no_decay += [p for p in loss_fn.parameters() if p.requires_grad]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # fused: one kernel for all parameters (as the Hugging Face Trainer does by default)
+    return torch.optim.AdamW(groups, lr=config.lr, fused=encoder.device.type in ("cpu", "cuda"))
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """transformers' schedule of that name, with int(warmup * max_steps) warm-up steps.
+
+    Its warm-up runs step k (from 0) at lr * k / warmup_steps, as the Hugging Face Trainer
+    and sentence-transformers do: the first update has lr 0 (AdamW's moments still take in
+    its gradient) and the full lr comes at step warmup_steps. Our own schedule, which this
+    replaced, ran step k at lr * (k + 1) / warmup_steps; after the warm-up (and without
+    one) the two are the same."""
+    return get_scheduler(
+        SCHEDULES[config.schedule],
+        optimizer,
+        num_warmup_steps=int(config.warmup * config.max_steps),
+        num_training_steps=config.max_steps,
+    )
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> Callable[[], Any] | None:
+    """A factory of bfloat16 autocast contexts for dtype bfloat16; none for float32."""
+    if config.dtype != "bfloat16":
+        return None
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class _StopFlag:
@@ -455,11 +332,14 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def train(config: TrainConfig, show_progress: bool = True) -> Path:
-    """Run `config` to the end; the trained Encoder's folder. Under torchrun, every process
-    calls this and the process group is closed at the end."""
+def train(
+    config: TrainConfig, show_progress: bool = True, *, evaluate: Evaluation | None = None
+) -> Path:
+    """Run `config` to the end; the trained Encoder's folder. `evaluate` scores the Encoder
+    every config.eval_every steps (see Trainer). Under torchrun, every process calls this
+    and the process group is closed at the end."""
     try:
-        return Trainer(config).run(show_progress=show_progress)
+        return Trainer(config, evaluate=evaluate).run(show_progress=show_progress)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -1,6 +1,6 @@
 """The contrastive loss of the paper: symmetric InfoNCE over in-batch negatives with a
 learned temperature, optional explicit hard negatives, and embeddings gathered across
-processes so that every process sees the global batch.
+processes (train/distributed.py) so that every process sees the global batch.
 
 logits = cos(v_x, v_y) * exp(tau); loss = (CE over rows + CE over columns) / 2.
 Hard negatives are extra columns of the rows (negatives for every x), not extra rows.
@@ -12,44 +12,15 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from cpt_embed.train.distributed import gather, scale_grad_by_world
 
 # exp(tau) starts at 20, the scale sentence-transformers' MultipleNegativesRankingLoss uses
 # with cosine similarity; clamped at 100 as in open_clip (CLIP).
 TAU_INIT = math.log(20.0)
 TAU_MAX = math.log(100.0)
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside torch.distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather(local: torch.Tensor) -> torch.Tensor:
-    """All processes' rows concatenated in rank order; only the local slice carries a
-    gradient (all_gather returns constants)."""
-    rank, size = world()
-    if size == 1:
-        return local
-    parts = [torch.empty_like(local) for _ in range(size)]
-    dist.all_gather(parts, local.detach().contiguous())
-    parts[rank] = local
-    return torch.cat(parts)
-
-
-def scale_grad_by_world(local: torch.Tensor) -> torch.Tensor:
-    """Every process computes the whole loss but back-propagates only through its own
-    slice; data-parallel averaging would then divide the true gradient by the world size.
-    Multiplying the slice's gradient by the world size makes the average exact (tau, not
-    averaged through embeddings, keeps its exact gradient)."""
-    _, size = world()
-    if size > 1 and local.requires_grad:
-        local.register_hook(lambda grad: grad * size)
-    return local
 
 
 class ContrastiveLoss(nn.Module):

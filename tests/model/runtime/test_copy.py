@@ -1,49 +1,18 @@
-"""The backbone as encode runs it: the cast copy with pre-packed linear weights and CPU
-attention (same embeddings, made again after training), and a torch.compile'd backbone
-(same embeddings, recompiled after training, eager mode where compiling fails)."""
+"""The backbone cast once for inference: on CPU with pre-packed linear weights and CPU
+attention, the same embeddings as autocast, made again after training; ragged rows only
+for models that give them their padded hidden states."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from cpt_embed import Encoder
-from cpt_embed.model.attention import use_cpu_attention
-from cpt_embed.model.inference import InferenceCopy, PackedLinear, _takes_ragged_rows, is_packed
+from cpt_embed.model.runtime.attention import use_cpu_attention
+from cpt_embed.model.runtime.copy import InferenceCopy, _takes_ragged_rows
+from cpt_embed.model.runtime.packing import is_packed
 
 TEXTS = ["a short text", "def f(x):\n    return x * 2", "", "word " * 80, "one more"]
-
-
-def test_compiled_encoding_equals_eager_and_follows_weight_changes(tiny_bert):
-    encoder = Encoder.load(tiny_bert)
-    eager = encoder.encode(TEXTS, dtype="float32")
-    compiled = encoder.encode(TEXTS, dtype="float32", compile=True)
-    np.testing.assert_allclose(compiled, eager, atol=1e-5)
-    single = encoder.encode(TEXTS[:1], dtype="float32", compile=True)
-    np.testing.assert_allclose(single, eager[:1], atol=1e-5)
-    with torch.no_grad():
-        for param in encoder.backbone.parameters():
-            param.mul_(0.5)
-    changed = encoder.encode(TEXTS, dtype="float32", compile=True)
-    np.testing.assert_allclose(changed, encoder.encode(TEXTS, dtype="float32"), atol=1e-5)
-    assert np.abs(changed - eager).max() > 1e-3
-
-
-def test_a_failing_compiler_falls_back_to_eager_with_a_warning(tiny_bert, monkeypatch):
-    def broken(module, **kwargs):
-        def fail(**inputs):
-            raise RuntimeError("no C++ compiler here")
-
-        return fail
-
-    monkeypatch.setattr(torch, "compile", broken)
-    encoder = Encoder.load(tiny_bert)
-    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
-        vectors = encoder.encode(TEXTS, dtype="float32", compile=True)
-    np.testing.assert_allclose(vectors, encoder.encode(TEXTS, dtype="float32"), atol=1e-6)
 
 
 def _autocast_reference(encoder: Encoder, texts: list[str]) -> np.ndarray:
@@ -53,28 +22,19 @@ def _autocast_reference(encoder: Encoder, texts: list[str]) -> np.ndarray:
         return encoder(batch).float().numpy()
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
-def test_packed_linear_equals_f_linear():
-    linear = nn.Linear(24, 40).to(torch.bfloat16).requires_grad_(False)
-    x = torch.randn(3, 5, 24, dtype=torch.bfloat16)
-    packed = PackedLinear(linear)
-    exact = F.linear(x.float(), linear.weight.float(), linear.bias.float())
-    for rows in (slice(None), slice(1, 4)):  # whole and a non-contiguous view
-        torch.testing.assert_close(packed(x[:, rows]).float(), exact[:, rows], atol=2e-2, rtol=2e-2)
-
-
 def test_bf16_copy_matches_autocast_and_follows_weight_changes(tiny_bert_no_dropout):
     encoder = Encoder.load(tiny_bert_no_dropout)
     vectors = encoder.encode(TEXTS, dtype="bf16")
     cosine = (vectors * _autocast_reference(encoder, TEXTS)).sum(1)
     assert cosine.min() > 0.999
-    copy = encoder._inference.backbone(encoder.backbone, torch.bfloat16)
+    inference = encoder._runtime.copy
+    copy = inference.backbone(encoder.backbone, torch.bfloat16)
     assert is_packed(copy) == torch.backends.mkldnn.is_available()
     assert copy.config._attn_implementation == "cpt_cpu"
-    assert encoder._inference.ragged(copy)  # so the vectors above came from ragged rows
+    assert inference.ragged(copy)  # so the vectors above came from ragged rows
     # the copy is not part of the model: saving and training see the float32 weights only
     assert all(p.dtype == torch.float32 for p in encoder.parameters())
-    assert not any(k.startswith("_inference") for k in encoder.state_dict())
+    assert not any(k.startswith("_runtime") for k in encoder.state_dict())
     torch.manual_seed(0)
     with torch.no_grad():
         for param in encoder.backbone.parameters():
@@ -82,22 +42,12 @@ def test_bf16_copy_matches_autocast_and_follows_weight_changes(tiny_bert_no_drop
     changed = encoder.encode(TEXTS, dtype="bf16")
     assert (changed * _autocast_reference(encoder, TEXTS)).sum(1).min() > 0.999
     assert np.abs(changed - vectors).max() > 0.05
-    assert encoder._inference.backbone(encoder.backbone, torch.bfloat16) is not copy
+    assert inference.backbone(encoder.backbone, torch.bfloat16) is not copy
 
 
 def test_float32_uses_the_backbone_itself(tiny_bert):
     encoder = Encoder.load(tiny_bert)
     assert InferenceCopy().backbone(encoder.backbone, torch.float32) is encoder.backbone
-
-
-def test_compile_on_a_packed_cpu_copy_runs_it_eagerly(tiny_bert, monkeypatch):
-    encoder = Encoder.load(tiny_bert)
-    if not is_packed(encoder._inference.backbone(encoder.backbone, torch.bfloat16)):
-        pytest.skip("oneDNN cannot pack here")
-    monkeypatch.setattr(torch, "compile", lambda *a, **k: pytest.fail("compiled"))
-    np.testing.assert_array_equal(
-        encoder.encode(TEXTS, dtype="bf16", compile=True), encoder.encode(TEXTS, dtype="bf16")
-    )
 
 
 def test_only_models_that_give_ragged_rows_their_padded_states_get_them(tiny_bert):

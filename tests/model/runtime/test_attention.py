@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpt_embed.model import attention
-from cpt_embed.model.attention import RAGGED, Ragged, cpu_attention, use_cpu_attention
+from cpt_embed.model.runtime import attention
+from cpt_embed.model.runtime.attention import RAGGED, Ragged, cpu_attention, use_cpu_attention
 
 
 def _inputs(batch: int, tokens: int, dtype: torch.dtype, padded: bool):

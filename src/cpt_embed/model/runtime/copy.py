@@ -1,0 +1,82 @@
+"""The backbone as `Encoder.encode` runs it below float32: a copy with its weights cast once
+to the compute dtype (bfloat16 on most CPUs); on CPU with the attention of `attention.py`,
+ragged rows where the model takes them, and its linear weights pre-packed for oneDNN.
+
+Autocast, which training uses, casts every weight again on every forward pass; F.linear
+re-lays the weights out for oneDNN on every call; SDPA's CPU flash kernel is slow for small
+heads. Without the three, all-MiniLM-L6-v2 encodes 1.4-1.6x faster on CPU than with them,
+and faster than torch.compile with frozen weights makes it (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from cpt_embed.model.runtime.attention import RAGGED, Ragged, use_cpu_attention
+from cpt_embed.model.runtime.packing import pack_linears
+
+# How far (relative to the largest value) ragged hidden states may be from padded ones in
+# the probe: bfloat16 rounding in differently shaped products stays below it (BERT: 0.0),
+# a position off by one or a token attending to another sequence goes far beyond (0.3-1).
+_PROBE_TOLERANCE = 0.005
+
+
+def weights_key(module: nn.Module) -> tuple:
+    """Changes when the weights do: in-place updates (optimizer steps, load_state_dict) bump a
+    tensor's version, moves and casts give it new storage."""
+    return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in module.parameters())
+
+
+def _takes_ragged_rows(backbone: nn.Module) -> bool:
+    """True where the model gives sequences in a ragged row the hidden states it gives them
+    padded: it passes keyword arguments through to its attention and numbers positions
+    from 0 (RoBERTa-style position ids, for one, do not)."""
+    lengths = [70, 3, 45]  # past small sliding windows, which masks would have to apply
+    vocab = int(getattr(backbone.config, "vocab_size", 2))
+    tokens = torch.randint(1, vocab, (sum(lengths),), generator=torch.Generator().manual_seed(0))
+    ragged = Ragged.of(lengths, sum(lengths) + 2)
+    padded = torch.zeros(ragged.valid.shape, dtype=torch.long)
+    padded[ragged.valid] = tokens
+    row = torch.cat([tokens, tokens.new_zeros(2)])[None]
+    try:
+        with torch.inference_mode():
+            expected = backbone(input_ids=padded, attention_mask=ragged.valid.long())
+            got = backbone(input_ids=row, position_ids=ragged.positions[None], **{RAGGED: ragged})
+    except Exception:  # whatever the model makes of a ragged row, padded batches still work
+        return False
+    expected = expected.last_hidden_state[ragged.valid].float()
+    got = got.last_hidden_state[0, : sum(lengths)].float()
+    return bool((got - expected).abs().max() <= _PROBE_TOLERANCE * expected.abs().max())
+
+
+class InferenceCopy:
+    """Holds the backbone cast to a lower precision, on CPU with `cpu_attention` and pre-packed
+    linear weights where they work; made again when the weights change."""
+
+    def __init__(self) -> None:
+        self._copy: nn.Module | None = None
+        self._key: tuple | None = None
+        self._ragged = False
+
+    def backbone(self, backbone: nn.Module, dtype: torch.dtype) -> nn.Module:
+        """`backbone` itself in float32, else the copy."""
+        if dtype == torch.float32:
+            return backbone
+        key = (weights_key(backbone), dtype)
+        if key != self._key:
+            self._copy = None  # free the old copy before making the new one
+            cast = copy.deepcopy(backbone).to(dtype).eval().requires_grad_(False)
+            ragged = False
+            if next(cast.parameters()).device.type == "cpu":
+                ragged = use_cpu_attention(cast) and _takes_ragged_rows(cast)
+                pack_linears(cast)
+            self._copy, self._key, self._ragged = cast, key, ragged
+        return self._copy
+
+    def ragged(self, backbone: nn.Module) -> bool:
+        """True where `backbone` is the copy and it takes ragged rows of sequences
+        (`DelimitedTokenizer.ragged`): its linear layers then never compute padding."""
+        return backbone is self._copy and self._ragged

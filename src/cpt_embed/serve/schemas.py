@@ -1,0 +1,98 @@
+"""What the HTTP API reads and answers: request bodies with their limits, and the shapes of
+its answers, as in OpenAI's embeddings API (and huggingface/text-embeddings-inference's
+OpenAI-compatible router) plus the cpt-embed extensions.
+
+The response models document the answers in `/openapi.json`; the routes write the bodies
+themselves (vectors go out through orjson, not through pydantic)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# OpenAI's limits for its embedding models.
+MAX_INPUTS = 2048
+MAX_INPUT_TOKENS = 8192
+MAX_REQUEST_TOKENS = 300_000
+# A search query is one input; its text is capped before tokenizing (4 bytes per token).
+MAX_QUERY_CHARS = 4 * MAX_INPUT_TOKENS
+
+
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embeddings: OpenAI's request, plus the side to embed on."""
+
+    input: str | list[str] | list[int] | list[list[int]]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+    user: str | None = None
+    input_type: Literal["query", "document"] = Field(
+        "query", description="cpt-embed extension: the side to embed on."
+    )
+
+
+class SearchRequest(BaseModel):
+    """POST /v1/search: a query over the served index, bounded so that it stays cheap."""
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    k: int = Field(10, ge=1, le=1000)
+    lang: str | None = Field(None, max_length=64)
+    path_glob: str | None = Field(None, max_length=1024)
+
+
+class Embedding(BaseModel):
+    """One input's vector: floats, or base64 of little-endian float32."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    """Tokens embedded for a request (each input counted up to the model's max_length)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    """The answer to POST /v1/embeddings, one Embedding per input in input order."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class SearchResponse(BaseModel):
+    """The answer to POST /v1/search: hits as `cpt search --json` prints them."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+    model: str
+
+
+class Health(BaseModel):
+    """The answer to GET /health."""
+
+    status: Literal["ok"] = "ok"
+    model: str
+    dim: int
+    index: str | None
+    queued_texts: int
+
+
+class ErrorDetail(BaseModel):
+    """OpenAI's error object."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: {"error": {message, type, param, code}}."""
+
+    error: ErrorDetail
