@@ -261,9 +261,12 @@ async def page() -> str:
 
 
 def add_routes(app: FastAPI) -> None:
-    """Register the routes on `app` itself: an included APIRouter is wrapped by FastAPI
-    (0.16x) and matched twice on every request, ~12 us a request."""
+    """Register the routes on `app` itself, ahead of FastAPI's own (/docs, /openapi.json):
+    an included APIRouter is wrapped by FastAPI (0.16x) and matched twice on every request
+    (~12 us a request), and each route tried before the right one costs a regex match."""
     router = app.router
+    theirs = list(router.routes)
+    router.routes.clear()
     router.add_api_route(
         "/v1/embeddings",
         embeddings,
@@ -287,3 +290,4 @@ def add_routes(app: FastAPI) -> None:
     router.add_api_route("/health", health, methods=["GET"])
     router.add_api_route("/metrics", metrics, methods=["GET"], response_class=PlainTextResponse)
     router.add_api_route("/", page, methods=["GET"], response_class=HTMLResponse)
+    router.routes.extend(theirs)
