@@ -104,7 +104,7 @@ def test_truncation_keeps_the_closing_delimiter(tiny_model):
     long_text = "many words in a row " * 200
     ids = encoder.tokenize([long_text], "document")["input_ids"][0].tolist()
     assert len(ids) == 16
-    tokens = encoder._tokens
+    tokens = encoder.tokens
     assert ids[len(ids) - len(tokens.trail) - len(tokens.suffix_ids["document"]) :] == (
         tokens.suffix_ids["document"] + tokens.trail
     )
@@ -116,7 +116,7 @@ def test_long_text_cut_equals_full_tokenization(tiny_model):
     words = "alpha beta,gamma  delta\tepsilon (zeta) 12345 [eta]"
     text = " ".join([words] * 5000)
     ids = encoder.tokenize([text])["input_ids"][0].tolist()
-    tokens = encoder._tokens
+    tokens = encoder.tokens
     prefix = encoder.config.delimiters["query"][0]
     full = encoder.tokenizer(prefix + text, add_special_tokens=False)["input_ids"]
     budget = tokens.budget("query")
@@ -129,7 +129,7 @@ def test_long_text_cut_ignores_whitespace_that_normalisers_delete(tiny_bert):
     text = "a " * 60 + "unbelievab\x85ly" + "y" * 3000
     ids = encoder.tokenize([text])["input_ids"][0].tolist()
     full = encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
-    tokens = encoder._tokens
+    tokens = encoder.tokens
     assert ids == tokens.lead + full[: tokens.budget("query")] + tokens.trail
 
 

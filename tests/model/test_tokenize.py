@@ -15,7 +15,7 @@ def test_buckets_cover_the_tokens_with_at_most_an_eighth_more_and_few_sizes():
 
 
 def test_a_ragged_row_holds_the_padded_batch_s_tokens_end_to_end(tiny_bert):
-    tokens = Encoder.load(tiny_bert)._tokens
+    tokens = Encoder.load(tiny_bert).tokens
     sequences = tokens.encode(["a short text", "a much longer text than that one is", "x"], "query")
     padded = tokens.pad(sequences, "query")
     row = tokens.ragged(sequences, "query")

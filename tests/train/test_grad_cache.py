@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from cpt_embed import Encoder
+from cpt_embed.model.runtime.dropout import use_fast_dropout
+from cpt_embed.model.runtime.packed import enable_packed_training
 from cpt_embed.train.grad_cache import GradCache
 from cpt_embed.train.loss import ContrastiveLoss
 
@@ -22,8 +24,11 @@ def _grads(encoder, loss_fn):
     return grads, loss_fn.tau.grad.clone()
 
 
-def _chunks(encoder, texts, side, size):
-    return [encoder.tokenize(texts[i : i + size], side) for i in range(0, len(texts), size)]
+def _chunks(encoder, texts, side, size, packed=False):
+    """Chunks of `size` texts in order: padded batches, or packed rows."""
+    sequences = encoder.tokens.encode(texts, side)
+    build = encoder.tokens.ragged if packed else encoder.tokens.pad
+    return [build(sequences[i : i + size], side) for i in range(0, len(texts), size)]
 
 
 @pytest.mark.parametrize(
@@ -52,12 +57,19 @@ def test_grad_cache_equals_the_full_batch_step(tiny_bert, chunk, device):
         torch.testing.assert_close(got[name], expected[name], atol=1e-5, rtol=1e-4)
 
 
-def test_grad_cache_replays_dropout_exactly(tiny_bert):
-    """With dropout on, the cached step equals chunk-by-chunk forwards kept in one graph:
-    the re-forward replays each chunk's dropout masks."""
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("fast", [False, True])
+def test_grad_cache_replays_dropout_exactly(tiny_bert, fast, packed):
+    """With dropout on (PyTorch's, or the fast masks training uses on CPU; hidden states and
+    attention probabilities alike), the cached step equals chunk-by-chunk forwards kept in
+    one graph: the re-forward replays each chunk's dropout masks."""
     encoder = Encoder.load(tiny_bert, device="cpu").train()
+    if fast:
+        assert use_fast_dropout(encoder.backbone) > 0
+    if packed:
+        assert enable_packed_training(encoder.backbone)
     xs, ys = _batches(encoder)
-    sides = [_chunks(encoder, xs, "query", 5), _chunks(encoder, ys, "document", 5)]
+    sides = [_chunks(encoder, xs, "query", 5, packed), _chunks(encoder, ys, "document", 5, packed)]
 
     torch.manual_seed(3)
     loss_fn = ContrastiveLoss()

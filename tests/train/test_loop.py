@@ -19,11 +19,11 @@ from cpt_embed import Encoder
 from cpt_embed.cli import app
 from cpt_embed.errors import CptError, InputError
 from cpt_embed.train import chunks as chunks_module
-from cpt_embed.train.chunks import cut_side
+from cpt_embed.train.chunks import side_chunks
 from cpt_embed.train.config import TrainConfig
-from cpt_embed.train.data import batches, key_of, pair_stream
 from cpt_embed.train.loop import Trainer, train
 from cpt_embed.train.state import load_state, save_state
+from cpt_embed.train.tokens import key_of
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
     tiny_bert, pairs_file, tmp_path, monkeypatch
 ):
     whole = train(_config(tiny_bert, pairs_file, tmp_path / "whole"), show_progress=False)
-    real = Trainer.train_step
+    real = Trainer.run_step
 
     def ctrl_c_during_step_four(self, batch):
         row = real(self, batch)
@@ -127,10 +127,10 @@ def test_interrupt_saves_and_resume_equals_an_uninterrupted_run(
             os.kill(os.getpid(), signal.SIGINT)  # arrives mid-step; the step still completes
         return row
 
-    monkeypatch.setattr(Trainer, "train_step", ctrl_c_during_step_four)
+    monkeypatch.setattr(Trainer, "run_step", ctrl_c_during_step_four)
     with pytest.raises(KeyboardInterrupt, match="resume"):
         train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
-    monkeypatch.setattr(Trainer, "train_step", real)
+    monkeypatch.setattr(Trainer, "run_step", real)
     assert (tmp_path / "cut" / "checkpoints" / "step-0000004" / "state.safetensors").is_file()
     with pytest.raises(InputError, match="pass --resume"):
         train(_config(tiny_bert, pairs_file, tmp_path / "cut"), show_progress=False)
@@ -155,6 +155,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _records(path: Path | str, n: int) -> list[dict]:
+    """The first n pairs of a pairs file."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line, _ in zip(handle, range(n), strict=False)]
+
+
 def _worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
@@ -165,8 +171,7 @@ def _worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
     )
     torch.set_num_threads(1)
     trainer = Trainer(TrainConfig(**config))
-    batch = next(batches(pair_stream(trainer.sources, 0, 50), trainer.config.batch_size))
-    row = trainer.train_step(batch)
+    row = trainer.train_step(_records(config["data"][0], trainer.config.batch_size))
     if rank == 0:
         torch.save(
             {
@@ -187,8 +192,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(
     two = torch.load(tmp_path / "two.pt", weights_only=True)
 
     single = Trainer(TrainConfig(**{**config, "output": str(tmp_path / "s")}))
-    batch = next(batches(pair_stream(single.sources, 0, 50), 16))
-    row = single.train_step(batch)
+    row = single.train_step(_records(pairs_file, 16))
     assert two["loss"] == pytest.approx(row["loss"], abs=1e-5)
     torch.testing.assert_close(two["tau"], single.loss_fn.tau.detach())
     for name, tensor in single.encoder.backbone.state_dict().items():
@@ -197,11 +201,13 @@ def test_two_processes_equal_one_on_the_same_global_batch(
 
 @pytest.mark.parametrize("chunk_size", [3, 64])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("packing", [True, False])
 def test_a_step_in_chunks_by_length_equals_the_whole_batch(
-    tiny_bert_no_dropout, pairs_file, tmp_path, chunk_size, padding_side, monkeypatch
+    tiny_bert_no_dropout, pairs_file, tmp_path, chunk_size, padding_side, packing, monkeypatch
 ):
-    """train_step sorts each side by length into chunks (cached or in one graph) and gives
-    the loss and gradients of the whole batch padded at once, word embeddings included."""
+    """train_step sorts each side by length into chunks (cached or in one graph; packed
+    rows or padded) and gives the loss and gradients of the whole batch padded at once,
+    word embeddings included."""
     monkeypatch.setitem(chunks_module.PASS_COST_TOKENS, "cpu", 0)  # cut wherever it saves
     config = _config(
         tiny_bert_no_dropout,
@@ -211,14 +217,21 @@ def test_a_step_in_chunks_by_length_equals_the_whole_batch(
         chunk_size=chunk_size,
         grad_clip=1e9,
         encoder={"padding_side": padding_side},
+        packing=packing,
     )
     trainer = Trainer(config)
+    assert trainer.packed == packing
     batch = [
         {"x": "word " * (1 + 3 * i % 11), "y": f"document {i} " + "text " * (2 * i % 9)}
         for i in range(8)
     ]
-    chunks, order = cut_side(trainer.encoder, [r["x"] for r in batch], "query", chunk_size)
-    assert len(chunks) > 1 and sorted(order.tolist()) == list(range(8))
+    tokens = trainer.encoder.tokens
+    side = side_chunks(
+        tokens, tokens.encode([r["x"] for r in batch], "query"), "query", trainer.plan
+    )
+    # padded chunks cut wherever it saves padding; packed rows only at their row limit
+    assert len(side.chunks) > 1 or (packing and chunk_size >= 8)
+    assert sorted(side.order.tolist()) == list(range(8))
 
     encoder, loss_fn = trainer.encoder, trainer.loss_fn
     xs, ys = [r["x"] for r in batch], [r["y"] for r in batch]

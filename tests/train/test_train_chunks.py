@@ -1,33 +1,62 @@
-"""Cutting a side into chunks: each chunk is what tokenizing its texts alone gives, every
-text lands in one chunk, and the cuts are the cheapest (padding plus a cost per pass)."""
+"""Cutting a side into chunks: each chunk is what tokenizing its texts alone gives (padded,
+or packed end to end), every text lands in one chunk, the padded cuts are the cheapest
+(padding plus a cost per pass) and packed rows keep to their limits."""
 
 from __future__ import annotations
 
 import itertools
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from cpt_embed import Encoder
-from cpt_embed.train import chunks as chunks_module
-from cpt_embed.train.chunks import cut_side, length_groups
+from cpt_embed.train.chunks import ChunkPlan, length_groups, packed_groups, side_chunks
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_each_chunk_equals_its_texts_tokenized_alone(tiny_bert, padding_side, monkeypatch):
-    monkeypatch.setitem(chunks_module.PASS_COST_TOKENS, "cpu", 0)  # cut wherever it saves
+@pytest.mark.parametrize("packed", [False, True])
+def test_each_chunk_equals_its_texts_tokenized_alone(tiny_bert, padding_side, packed):
     encoder = Encoder.load(tiny_bert, device="cpu", padding_side=padding_side, max_length=32)
     texts = [f"text {i} " + "word " * (5 * i % 13) for i in range(10)]
-    chunks, order = cut_side(encoder, texts, "query", 3)
-    assert len(chunks) > 1 and sorted(order.tolist()) == list(range(10))
-    rows = order.split([len(chunk["input_ids"]) for chunk in chunks])
-    for chunk, texts_of_chunk in zip(chunks, rows, strict=True):
+    tokens = encoder.tokens
+    side = side_chunks(
+        tokens, tokens.encode(texts, "query"), "query", ChunkPlan(3, None, packed, 0)
+    )
+    assert len(side.chunks) > 1 and sorted(side.order.tolist()) == list(range(10))
+    assert side.lengths.tolist() == [len(s) for s in tokens.encode(texts, "query")]
+    rows = side.order.split([len(chunk["pool_index"]) for chunk in side.chunks])
+    for chunk, texts_of_chunk in zip(side.chunks, rows, strict=True):
         assert len(texts_of_chunk) <= 3
-        alone = encoder.tokenize([texts[i] for i in texts_of_chunk], "query")
+        sequences = tokens.encode([texts[i] for i in texts_of_chunk], "query")
+        alone = (
+            tokens.ragged(sequences, "query")
+            if packed
+            else encoder.tokenize([texts[i] for i in texts_of_chunk], "query")
+        )
         assert chunk.keys() == alone.keys()
         for key, value in alone.items():
-            torch.testing.assert_close(chunk[key], value, rtol=0, atol=0)
+            if key == "ragged":
+                for part in ("index", "valid", "flat", "positions"):
+                    assert torch.equal(getattr(chunk[key], part), getattr(value, part))
+            else:
+                torch.testing.assert_close(chunk[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_packed_rows_hold_their_limits_longest_first(seed):
+    rng = random.Random(seed)
+    lengths = np.array([rng.randint(1, 40) for _ in range(rng.randint(1, 60))])
+    max_rows, max_tokens = rng.choice([None, 1, 5]), rng.choice([None, 30, 100])
+    groups = packed_groups(lengths, max_rows, max_tokens)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    flat = [int(lengths[i]) for group in groups for i in group]
+    assert flat == sorted(flat, reverse=True)
+    for group in groups:
+        assert max_rows is None or len(group) <= max_rows
+        tokens = sum(int(lengths[i]) for i in group)
+        assert max_tokens is None or tokens <= max_tokens or len(group) == 1
 
 
 def _cost(lengths: list[int], groups: list[list[int]], max_rows: int, pass_cost: int) -> int:

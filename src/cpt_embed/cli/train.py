@@ -24,7 +24,23 @@ def train(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Pairs per step (global).")] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(help="Pairs per forward pass (gradient caching).")
+        int | None,
+        typer.Option(help="Texts per forward pass (gradient caching) on CPU (default 64)."),
+    ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens per forward pass, in place of --chunk-size (default: on a GPU, what "
+            "its free memory holds)."
+        ),
+    ] = None,
+    packing: Annotated[
+        bool | None,
+        typer.Option(
+            "--packing/--no-packing",
+            help="Put a chunk's texts end to end in one row where the model allows it, so "
+            "that only attention sees padding (default: on).",
+        ),
     ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,

@@ -36,7 +36,7 @@ from cpt_embed.model.loading import (
     unreadable,
     use_safetensors,
 )
-from cpt_embed.model.pooling import pool
+from cpt_embed.model.pooling import pool, pool_row
 from cpt_embed.model.resolve import DEFAULT_MODEL, DEFAULT_MODEL_ID, resolve_model
 from cpt_embed.model.runtime.attention import RAGGED
 from cpt_embed.model.runtime.batching import InferenceRuntime
@@ -64,7 +64,8 @@ class Encoder(nn.Module):
     """Embeds text and code: `[SOS] x [EOS]` through a Transformer, pooled and normalised.
 
     Load with `Encoder.load("default" | folder | hub id)`; embed with `encode`. `forward`
-    takes a batch from `tokenize` and keeps the graph, for training.
+    takes a batch from `tokenize` (or `tokens.pad` / `tokens.ragged` of token ids from
+    `tokens.encode`) and keeps the graph, for training.
     """
 
     def __init__(self, backbone: nn.Module, tokenizer, config: EncoderConfig) -> None:
@@ -72,7 +73,7 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.config = config
-        self._tokens = DelimitedTokenizer(tokenizer, config)
+        self.tokens = DelimitedTokenizer(tokenizer, config)
         params = inspect.signature(backbone.forward).parameters
         embeddings = getattr(backbone, "embeddings", None)
         # Positions must follow the real tokens under left padding, unless the model already
@@ -169,8 +170,8 @@ class Encoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str], side: Side = "query") -> dict[str, torch.Tensor]:
         """A padded batch for `forward`, on the model's device."""
-        sequences = self._tokens.encode(_check_texts(texts), side)
-        return to_device(self._tokens.pad(sequences, side), self.device)
+        sequences = self.tokens.encode(_check_texts(texts), side)
+        return to_device(self.tokens.pad(sequences, side), self.device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embeddings (batch, dim) of a batch from `tokenize`, normalised if configured."""
@@ -190,9 +191,12 @@ class Encoder(nn.Module):
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         if self._no_cache:
             inputs["use_cache"] = False
-        hidden = backbone(**inputs).last_hidden_state
-        hidden = (hidden[0][ragged.index] if ragged is not None else hidden).float()
-        vectors = pool(hidden, mask, batch["pool_index"], batch["first_index"], self.config.pooling)
+        hidden = backbone(**inputs).last_hidden_state.float()
+        where = (batch["pool_index"], batch["first_index"], self.config.pooling)
+        if ragged is not None:
+            vectors = pool_row(hidden[0], ragged, *where)
+        else:
+            vectors = pool(hidden, mask, *where)
         return F.normalize(vectors, dim=-1) if self.config.normalize else vectors
 
     def encode(
@@ -228,12 +232,12 @@ class Encoder(nn.Module):
         compute = to_dtype(dtype, self.device)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        sequences = self._tokens.encode(texts, side)
+        sequences = self.tokens.encode(texts, side)
         return self._runtime.encode(
             self,
             self.backbone,
             self._embed,
-            self._tokens,
+            self.tokens,
             sequences,
             side,
             dim=self.dim,

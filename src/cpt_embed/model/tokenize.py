@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from cpt_embed.errors import InputError
@@ -123,7 +124,7 @@ class DelimitedTokenizer:
         """Position of the `eos` token counted back from the sequence end (1 = last token)."""
         return len(self.trail) + 1 if self.suffix_ids[side] else 1
 
-    def pad(self, sequences: list[list[int]], side: Side) -> dict[str, torch.Tensor]:
+    def pad(self, sequences: Sequence[Sequence[int]], side: Side) -> dict[str, torch.Tensor]:
         """Pad to a batch; `pool_index` marks each row's `eos` token, `first_index` its first."""
         width = max(len(s) for s in sequences)
         n = len(sequences)
@@ -134,7 +135,7 @@ class DelimitedTokenizer:
         back = self.pool_offset(side)
         for row, seq in enumerate(sequences):
             start = width - len(seq) if self.config.padding_side == "left" else 0
-            input_ids[row, start : start + len(seq)] = torch.tensor(seq, dtype=torch.long)
+            input_ids[row, start : start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
             attention_mask[row, start : start + len(seq)] = 1
             pool_index[row] = start + len(seq) - back
             first_index[row] = start
@@ -148,7 +149,7 @@ class DelimitedTokenizer:
             batch["token_type_ids"] = torch.zeros_like(input_ids)
         return batch
 
-    def ragged(self, sequences: list[list[int]], side: Side) -> dict[str, object]:
+    def ragged(self, sequences: Sequence[Sequence[int]], side: Side) -> dict[str, object]:
         """`sequences` end to end in one row, for a model copy that takes a `Ragged`
         (no padding in its linear layers); `attention_mask`, `pool_index` and
         `first_index` describe the re-padded (batch, width) layout the hidden states are
@@ -156,7 +157,7 @@ class DelimitedTokenizer:
         lengths = [len(s) for s in sequences]
         ragged = Ragged.of(lengths, _bucket(sum(lengths)))
         input_ids = torch.full(ragged.positions.shape, self.pad_id, dtype=torch.long)
-        input_ids[: sum(lengths)] = torch.tensor([t for s in sequences for t in s])
+        input_ids[: sum(lengths)] = torch.from_numpy(np.concatenate(sequences).astype(np.int64))
         batch: dict[str, object] = {
             "input_ids": input_ids[None],
             "position_ids": ragged.positions[None],

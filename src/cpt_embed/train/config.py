@@ -26,7 +26,12 @@ from cpt_embed.train.loss import TAU_INIT, TAU_MAX
 class TrainConfig:
     """Everything one training run needs; `data` holds pair files, folders or globs, each
     optionally with a mixing weight as `path:weight`; `encoder` replaces settings of the
-    start point's EncoderConfig (e.g. delimiters, pooling) before training."""
+    start point's EncoderConfig (e.g. delimiters, pooling) before training.
+
+    A side of a batch goes through the model in chunks (gradient caching): at most
+    `chunk_tokens` tokens each where set, else on a GPU as many as its free memory holds,
+    and elsewhere `chunk_size` texts. `packing` puts a chunk's texts end to end in one row
+    where the model allows it, so that only attention sees padding."""
 
     model: str = "default"
     encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -34,6 +39,8 @@ class TrainConfig:
     output: str = "runs/train"
     batch_size: int = 256
     chunk_size: int = 64
+    chunk_tokens: int | None = None
+    packing: bool = True
     max_steps: int = 1000
     lr: float = 2e-5
     warmup: float = 0.1
@@ -84,6 +91,8 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.tau_init > self.tau_max:
             problems.append(f"tau_init {self.tau_init} is above its clamp tau_max {self.tau_max}")
+        if self.chunk_tokens is not None and self.chunk_tokens < 1:
+            problems.append(f"chunk_tokens must be >= 1 (or unset), got {self.chunk_tokens}")
         if self.max_length is not None and self.max_length < 1:
             problems.append(f"max_length must be >= 1 (or unset), got {self.max_length}")
         if not 0 <= self.warmup < 1:

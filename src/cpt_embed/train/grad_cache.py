@@ -104,7 +104,7 @@ class GradCache:
             for chunk, state, grad in zip(
                 chunks,
                 states,
-                full.grad.split([len(c["input_ids"]) for c in chunks]),
+                full.grad.split([len(c["pool_index"]) for c in chunks]),
                 strict=True,
             )
         ]

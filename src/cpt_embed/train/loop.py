@@ -1,10 +1,13 @@
-"""The training loop, top to bottom: set up (processes, model, loss, optimiser, schedule),
-then step: take a global batch, keep this process's slice, run a gradient-cached
-contrastive step, clip, update; log, evaluate (a callback the caller passes in),
-checkpoint; save the final Encoder."""
+"""The training loop, top to bottom: set up (processes, model, packed rows, loss, optimiser,
+schedule, chunk size), then step: take the next batch a background thread has prepared
+(token ids from the cache, each side cut into chunks), run a gradient-cached contrastive
+step, clip, update; log (tokens/s, MFU), evaluate (a callback the caller passes in),
+checkpoint; save the final Encoder. Nothing inside a step waits for the device: losses and
+norms are read back only on log lines."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -21,23 +24,30 @@ from transformers import get_scheduler
 
 from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
+from cpt_embed.model.runtime.dropout import use_fast_dropout
+from cpt_embed.model.runtime.packed import enable_packed_training
+from cpt_embed.train.batch import StepBatch, from_records, from_refs
 from cpt_embed.train.checkpoints import (
     load_checkpoint,
     save_checkpoint,
     start_checkpoint,
     trim_log,
 )
-from cpt_embed.train.chunks import cut_side
 from cpt_embed.train.config import TrainConfig
-from cpt_embed.train.data import batches, key_of, pair_stream, parse_sources
+from cpt_embed.train.data import PairStore, batches, pair_stream, parse_sources
 from cpt_embed.train.distributed import barrier, data_parallel, init_distributed
 from cpt_embed.train.grad_cache import GradCache
+from cpt_embed.train.loader import Prefetcher
 from cpt_embed.train.loss import ContrastiveLoss
+from cpt_embed.train.memory import activation_bytes_per_token, chunk_plan, chunk_tokens_bound
+from cpt_embed.train.meter import Meter
 
 # Periodic evaluation: scores by task name for the Encoder as it is at that step.
 Evaluation = Callable[[Encoder], dict[str, float]]
 # Our schedule names and transformers' for them.
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+# Batches prepared ahead of the step that runs.
+PREFETCH = 2
 
 
 class Trainer:
@@ -63,18 +73,28 @@ class Trainer:
         checkpoint = start_checkpoint(self.output, config.resume)
         torch.manual_seed(config.seed)
         self.encoder = _load_encoder(config, checkpoint)
+        self.packed = config.packing and enable_packed_training(self.encoder.backbone)
+        use_fast_dropout(self.encoder.backbone)
         self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
             self.encoder.device
         )
         self.model = data_parallel(self.encoder, self.encoder.device)
         self.optimizer = _optimizer(self.encoder, self.loss_fn, config)
         self.scheduler = _scheduler(self.optimizer, config)
+        autocast = _autocast(config, self.encoder.device)
         self.cache = GradCache(
-            self.model,
-            autocast=_autocast(config, self.encoder.device),
-            no_sync=self.model.no_sync if self.world > 1 else None,
+            self.model, autocast=autocast, no_sync=self.model.no_sync if self.world > 1 else None
         )
         self._word_grad = self._sparse_word_gradients()
+        with torch.random.fork_rng(devices=self.cache.devices):
+            per_token = activation_bytes_per_token(
+                self.encoder, self.encoder.tokens, self.packed, autocast
+            )
+        self.plan = chunk_plan(
+            self.encoder, self.packed, config.chunk_size, config.chunk_tokens, per_token
+        )
+        self.chunk_bytes = per_token * chunk_tokens_bound(self.plan, self.encoder.config.max_length)
+        self.meter = Meter(self.encoder, config.dtype)
         self.step = 0
         self.batches_done = 0
         if checkpoint is not None:
@@ -94,32 +114,23 @@ class Trainer:
         return torch.zeros_like(embeddings.weight)
 
     # ------------------------------------------------------------------ one step
-    def train_step(self, batch: list[dict]) -> dict[str, float]:
-        """One update on a global batch (every process passes the same batch)."""
-        share = len(batch) // self.world
-        local = batch[self.rank * share : (self.rank + 1) * share]
-        xs, ys = [r["x"] for r in local], [r["y"] for r in local]
-        texts = [(xs, "query"), (ys, "document")]
-        if self.config.hard_negatives:
-            negatives = [n for r in local for n in r[self.config.hard_negatives]]
-            texts.append((negatives, "document"))
-        sides, orders = zip(
-            *(cut_side(self.encoder, t, side, self.config.chunk_size) for t, side in texts),
-            strict=True,
-        )
+    def run_step(self, batch: StepBatch) -> dict[str, torch.Tensor]:
+        """One update on this process's share of a global batch; the loss and the gradient
+        norm stay on the device (reading them would wait for it)."""
         device = self.encoder.device
-        keys = {
-            "x_keys": torch.tensor([key_of(t) for t in xs], device=device),
-            "y_keys": torch.tensor([key_of(t) for t in ys], device=device),
-        }
+        sides = [
+            [{k: v.to(device, non_blocking=True) for k, v in c.items()} for c in side.chunks]
+            for side in batch.sides
+        ]
+        keys = {k: v.to(device, non_blocking=True) for k, v in (batch.keys or {}).items()}
         self.optimizer.zero_grad(set_to_none=True)
         if self._word_grad is not None:
             self.encoder.backbone.get_input_embeddings().weight.grad = self._word_grad.zero_()
         loss = self.cache.step(
             sides,
             self.loss_fn,
-            orders=orders,
-            cache=any(len(t) > self.config.chunk_size for t, _ in texts),
+            orders=[side.order for side in batch.sides],
+            cache=any(len(chunks) > 1 for chunks in sides),
             **keys,
         )
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -128,11 +139,25 @@ class Trainer:
         self.scheduler.step()
         self.step += 1
         self.batches_done += 1
+        return {"loss": loss, "grad_norm": grad_norm}
+
+    def train_step(self, records: list[dict]) -> dict[str, float]:
+        """One update on a global batch of pair records (every process passes the same);
+        texts shared by pairs mask each other in the loss."""
+        batch = from_records(
+            records,
+            self.encoder.tokens,
+            self.plan,
+            self.config.hard_negatives,
+            rank=self.rank,
+            world=self.world,
+        )
+        row = self.run_step(batch)
         return {
-            "loss": float(loss),
+            "loss": float(row["loss"]),
             "scale": float(self.loss_fn.scale.detach()),
             "lr": self.scheduler.get_last_lr()[0],
-            "grad_norm": float(grad_norm),
+            "grad_norm": float(row["grad_norm"]),
         }
 
     # ------------------------------------------------------------------ state
@@ -177,6 +202,7 @@ class Trainer:
             "lr": self.config.lr,
             "world_size": self.world,
             "tau": float(self.loss_fn.tau.detach()),
+            **self.meter.totals(),
         }
 
     # ------------------------------------------------------------------ the run
@@ -184,58 +210,117 @@ class Trainer:
         """Train to max_steps (from the checkpoint when resuming); return the model folder."""
         config = self.config
         self.output.mkdir(parents=True, exist_ok=True)
+        store = self._pair_store(show_progress)
         stream = batches(
-            pair_stream(self.sources, config.seed, config.shuffle_buffer),
-            config.batch_size,
-            config.hard_negatives,
+            pair_stream(store, config.seed, config.shuffle_buffer), store, config.batch_size
         )
         for _ in range(self.batches_done):  # replay the data up to the saved position
             next(stream)
         metrics = self.output / "metrics.jsonl"
         if self.rank == 0:
             trim_log(metrics, self.step)
+        show = show_progress and self.rank == 0
+        if show:
+            tqdm.write(self.plan_line())
+        prepare = functools.partial(
+            from_refs,
+            store,
+            tokens=self.encoder.tokens,
+            plan=self.plan,
+            rank=self.rank,
+            world=self.world,
+            pin=self.encoder.device.type == "cuda",
+        )
         bar = tqdm(
             total=config.max_steps,
             initial=self.step,
             unit="step",
             desc="training",
-            disable=not show_progress or self.rank != 0,
+            disable=not show,
             dynamic_ncols=True,
         )
-        started, pairs = time.perf_counter(), 0
         stop = _StopFlag()
         try:
-            with bar, open(metrics, "a", encoding="utf-8") as log, stop:
-                while self.step < config.max_steps:
-                    if stop.raised:
-                        raise KeyboardInterrupt
-                    row = self.train_step(next(stream))
-                    pairs += config.batch_size
-                    row["pairs_per_s"] = pairs / (time.perf_counter() - started)
-                    bar.update(1)
-                    bar.set_postfix(
-                        loss=f"{row['loss']:.4f}",
-                        scale=f"{row['scale']:.1f}",
-                        lr=f"{row['lr']:.2e}",
-                        pairs_s=f"{row['pairs_per_s']:.0f}",
-                        refresh=False,
-                    )
-                    if self.rank == 0 and (
-                        self.step % config.log_every == 0 or self.step == config.max_steps
-                    ):
-                        log.write(json.dumps({"step": self.step, **row}) + "\n")
-                        log.flush()
-                    if config.eval_every and self.step % config.eval_every == 0:
-                        self._evaluate(log)
-                    if self.step % config.save_every == 0 and self.step < config.max_steps:
-                        self.save_checkpoint()
+            with (
+                Prefetcher(stream, prepare, PREFETCH) as loader,
+                bar,
+                stop,
+                open(metrics, "a", encoding="utf-8") as log,
+            ):
+                self._steps(loader, log, bar, stop)
         except KeyboardInterrupt:
             saved = self.save_checkpoint()
             raise KeyboardInterrupt(f"interrupted; saved {saved}, go on with --resume") from None
         self.save_checkpoint()
         if self.rank == 0:
             self._save_model(self.output / "model")
+            if show:
+                tqdm.write(self.meter.summary_line())
         return self.output / "model"
+
+    def _steps(self, loader: Prefetcher, log: IO[str], bar: tqdm, stop: _StopFlag) -> None:
+        """Steps to max_steps: each on the next prepared batch, logged, evaluated and
+        checkpointed on schedule."""
+        config = self.config
+        while self.step < config.max_steps:
+            if stop.raised:
+                raise KeyboardInterrupt
+            waited = time.perf_counter()
+            batch = next(loader)
+            self.meter.waited(time.perf_counter() - waited)
+            row = self.run_step(batch)
+            self.meter.add(batch, config.batch_size, cached=self._cached(batch))
+            bar.update(1)
+            if self.step % config.log_every == 0 or self.step == config.max_steps:
+                values = self.meter.row(row, self.loss_fn, self.scheduler)  # waits for the device
+                bar.set_postfix(
+                    loss=f"{values['loss']:.4f}",
+                    pairs_s=f"{values['pairs_per_s']:.0f}",
+                    mfu=f"{values['mfu']:.1%}",
+                    refresh=False,
+                )
+                if self.rank == 0:
+                    log.write(json.dumps({"step": self.step, **values}) + "\n")
+                    log.flush()
+            if config.eval_every and self.step % config.eval_every == 0:
+                self._evaluate(log)
+            if self.step % config.save_every == 0 and self.step < config.max_steps:
+                self.save_checkpoint()
+
+    @staticmethod
+    def _cached(batch: StepBatch) -> bool:
+        return any(len(side.chunks) > 1 for side in batch.sides)
+
+    def _pair_store(self, show_progress: bool) -> PairStore:
+        """The token ids of the training pairs: rank 0 tokenizes what the cache lacks while
+        the others wait, then every process reads the cache."""
+        if self.rank != 0:
+            barrier()
+        store = PairStore(
+            self.sources,
+            self.encoder.tokens,
+            self.config.hard_negatives,
+            show_progress=show_progress and self.rank == 0,
+        )
+        if self.rank == 0:
+            barrier()
+        return store
+
+    def plan_line(self) -> str:
+        """How a side is cut into chunks and the memory one chunk takes, said before the
+        first step."""
+        plan, length = self.plan, self.encoder.config.max_length
+        layout = "packed rows" if self.packed else "padded chunks"
+        limit = (
+            f"up to {plan.max_tokens:,} tokens"
+            if plan.max_tokens
+            else f"up to {plan.max_rows} texts of <= {length} tokens"
+        )
+        return (
+            f"chunks: {layout} of {limit}; a chunk keeps about {self.chunk_bytes / 2**20:,.0f} "
+            f"MiB of activations for its backward pass (batch {self.config.batch_size} at "
+            f"any size takes about that plus the loss over the batch)"
+        )
 
     def _evaluate(self, log: IO[str]) -> None:
         """Rank 0 scores the Encoder with the evaluation callback and logs the scores as
@@ -305,7 +390,9 @@ def _scheduler(
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> Callable[[], Any] | None:
-    """A factory of bfloat16 autocast contexts for dtype bfloat16; none for float32."""
+    """A factory of bfloat16 autocast contexts for dtype bfloat16; none for float32.
+    Autocast keeps the weights, gradients and AdamW's moments in float32 (updates as exact as
+    in float32 training) and casts the weights of each matrix product to bfloat16."""
     if config.dtype != "bfloat16":
         return None
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)

@@ -46,7 +46,7 @@ def test_additive_float_masks_work_like_boolean_ones():
 
 def test_gradients_and_causal_attention_go_to_sdpa(monkeypatch):
     calls = []
-    monkeypatch.setattr(attention, "_sdpa", lambda: lambda *a, **k: calls.append(a) or (None, None))
+    monkeypatch.setattr(attention, "sdpa", lambda: lambda *a, **k: calls.append(a) or (None, None))
     q, k, v, mask = _inputs(2, 3, torch.float32, padded=True)
     cpu_attention(nn.Module(), q.requires_grad_(), k, v, mask)  # training
     causal = nn.Module()

@@ -32,7 +32,8 @@ RAGGED = "cpt_ragged"
 _SCORES_PER_GROUP = 1 << 20
 
 
-def _sdpa():
+def sdpa():
+    """transformers' own SDPA attention function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     return sdpa_attention_forward
@@ -43,13 +44,16 @@ class Ragged:
     """Where each sequence of a ragged row lies. A batch runs as one row (1, tokens) of the
     sequences end to end, so linear layers see no padding; attention re-pads: `index`
     (batch, width) holds each sequence's token places in the row (0 past its end), `valid`
-    marks the real ones, `flat` is each row token's place in (batch * width) and
-    `positions` its position in its sequence."""
+    marks the real ones, `flat` is each row token's place in (batch * width), `positions`
+    its position in its sequence, `lengths` the sequences' lengths and `sequence` the
+    sequence of each real token."""
 
     index: torch.Tensor
     valid: torch.Tensor
     flat: torch.Tensor
     positions: torch.Tensor
+    lengths: torch.Tensor
+    sequence: torch.Tensor
     full: bool  # all sequences as long as the longest: nothing to mask
 
     @classmethod
@@ -67,7 +71,36 @@ class Ragged:
         tail = real.new_zeros(max(0, total - len(real)))
         flat = torch.cat([real, tail])
         positions = torch.cat([columns.repeat(len(lengths))[real], tail])
-        return cls(index, valid, flat, positions, bool(valid.all()))
+        sequence = torch.repeat_interleave(torch.arange(len(lengths)), sizes)
+        return cls(index, valid, flat, positions, sizes, sequence, bool(valid.all()))
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.index, self.valid, self.flat, self.positions, self.lengths, self.sequence)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
+        """The same layout with its tensors on `device`."""
+        moved = (t.to(device, non_blocking=non_blocking) for t in self._tensors())
+        return Ragged(*moved, self.full)
+
+    def pin_memory(self) -> Ragged:
+        """The same layout in page-locked memory, for non-blocking copies to a GPU."""
+        return Ragged(*(t.pin_memory() for t in self._tensors()), self.full)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, heads, tokens, dim) of the row as (batch, heads, width, dim), zeros past each
+        sequence's end. A copy into place, whose gradient is a gather (an indexing gather's
+        gradient would scatter-add, slowly on CPU)."""
+        heads, dim = x.shape[1], x.shape[3]
+        batch, width = self.valid.shape
+        n = len(self.sequence)
+        rows = x[0, :, :n].transpose(0, 1)
+        out = rows.new_zeros(batch * width, heads, dim).index_copy(0, self.flat[:n], rows)
+        return out.view(batch, width, heads, dim).transpose(1, 2)
+
+    def unpad(self, out: torch.Tensor) -> torch.Tensor:
+        """(batch, width, heads, dim) attention outputs as the row's (1, tokens, heads, dim)."""
+        batch, width, heads, dim = out.shape
+        return out.reshape(batch * width, heads, dim).index_select(0, self.flat).unsqueeze(0)
 
 
 def cpu_attention(
@@ -110,7 +143,7 @@ def cpu_attention(
         return _ragged(query, key, value, ragged, scaling)
     # one sequence's scores must fit in cache; past that (512 tokens) flash is faster
     if not ours or query.shape[1] * query.shape[2] * key.shape[2] > _SCORES_PER_GROUP:
-        return _sdpa()(
+        return sdpa()(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
     return _grouped(query, key, value, attention_mask, scaling), None
@@ -150,18 +183,15 @@ def _ragged(
     """Attention of the sequences in one ragged row, on their re-padded (batch, heads,
     width, head_dim) layout; returned as a ragged row again, (1, tokens, heads, head_dim)."""
 
-    def pad(x: torch.Tensor) -> torch.Tensor:  # (1, heads, tokens, dim)
-        return x[0].transpose(0, 1)[ragged.index].transpose(1, 2)
-
-    q, k, v = pad(query), pad(key), pad(value)
-    batch, heads, width, dim = q.shape
+    q, k, v = ragged.pad(query), ragged.pad(key), ragged.pad(value)
+    heads, width = q.shape[1], q.shape[2]
     mask = None if ragged.full else ragged.valid[:, None, None, :]
     if heads * width * width <= _SCORES_PER_GROUP:
         out = _grouped(q, k, v, mask, scaling)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
         out = out.transpose(1, 2)
-    return out.reshape(batch * width, heads, dim)[ragged.flat].unsqueeze(0), None
+    return ragged.unpad(out), None
 
 
 def use_cpu_attention(backbone: nn.Module) -> bool:
@@ -171,7 +201,8 @@ def use_cpu_attention(backbone: nn.Module) -> bool:
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     config = getattr(backbone, "config", None)
-    if getattr(config, "_attn_implementation", None) != "sdpa":
+    # "cpt_packed" (packed.py) is SDPA plus packed rows for training
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "cpt_packed"):
         return False
     if not getattr(backbone, "_can_set_attn_implementation", lambda: False)():
         return False

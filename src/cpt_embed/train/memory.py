@@ -1,0 +1,82 @@
+"""How much memory a chunk takes, measured before the first step, and the chunk size a GPU's
+free memory allows.
+
+Gradient caching keeps one chunk's activations at a time, so the chunk, not the batch,
+decides the memory of a step: what autograd saves for the backward pass of a probe chunk
+(counted through saved-tensor hooks, each storage once, parameters left out), per token,
+times the tokens of a chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+from cpt_embed.model import Encoder
+from cpt_embed.model.tokenize import DelimitedTokenizer
+from cpt_embed.train.chunks import PASS_COST_TOKENS, ChunkPlan
+
+# The share of a GPU's free memory (after weights, gradients and AdamW's two moments) that
+# one chunk's activations may take: the rest is for the backward pass's own buffers, the
+# loss over the whole batch and the allocator's slack.
+GPU_CHUNK_SHARE = 0.4
+# Bounds of the token budget of a chunk on a GPU.
+MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS = 512, 1 << 18
+
+
+def activation_bytes_per_token(
+    encoder: Encoder,
+    tokens: DelimitedTokenizer,
+    packed: bool,
+    autocast: Callable[[], AbstractContextManager] | None = None,
+) -> float:
+    """Bytes autograd keeps per token of a chunk for its backward pass, measured on a probe
+    chunk of four sequences of max_length tokens (dropout as in training)."""
+    length = encoder.config.max_length
+    ids = [[tokens.pad_id + 1] * length for _ in range(4)]
+    batch = (tokens.ragged if packed else tokens.pad)(ids, "document")
+    batch = {k: v.to(encoder.device) for k, v in batch.items()}
+    params = {p.untyped_storage().data_ptr() for p in encoder.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), (autocast or nullcontext)():
+        encoder(batch)
+    return sum(seen.values()) / (4 * length)
+
+
+def chunk_plan(
+    encoder: Encoder,
+    packed: bool,
+    chunk_size: int,
+    chunk_tokens: int | None,
+    bytes_per_token: float,
+) -> ChunkPlan:
+    """Chunks as configured: `chunk_tokens` tokens each where given; else on a GPU as many
+    tokens as GPU_CHUNK_SHARE of its free memory holds, and elsewhere `chunk_size` texts."""
+    device = encoder.device
+    cost = PASS_COST_TOKENS.get(device.type, PASS_COST_TOKENS["other"])
+    if chunk_tokens:
+        return ChunkPlan(None, chunk_tokens, packed, cost)
+    if device.type != "cuda":
+        return ChunkPlan(chunk_size, None, packed, cost)
+    free, _ = torch.cuda.mem_get_info(device)
+    weights = sum(p.numel() * p.element_size() for p in encoder.parameters())
+    budget = GPU_CHUNK_SHARE * (free - 3 * weights) / max(bytes_per_token, 1.0)
+    length = encoder.config.max_length
+    tokens = int(min(MAX_CHUNK_TOKENS, max(MIN_CHUNK_TOKENS, budget)) // length * length)
+    return ChunkPlan(None, max(tokens, length), packed, cost)
+
+
+def chunk_tokens_bound(plan: ChunkPlan, max_length: int) -> int:
+    """The most tokens a chunk of `plan` holds."""
+    if plan.max_tokens:
+        return plan.max_tokens
+    return (plan.max_rows or 1) * max_length
