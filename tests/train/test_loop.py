@@ -392,3 +392,58 @@ def test_cpt_train_evaluates_every_eval_every_steps(
     assert result.exit_code == 0, result.output
     evals = [r for r in _rows(tmp_path) if "eval" in r]
     assert [(r["step"], list(r["eval"])) for r in evals] == [(2, ["sickr"])]
+
+
+def test_metrics_rows_carry_speed_and_mfu(tiny_bert, pairs_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("CPT_CACHE", str(tmp_path / "cache"))
+    train(_config(tiny_bert, pairs_file, tmp_path / "run", max_steps=2), show_progress=False)
+    rows = _rows(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert {"loss", "lr", "pairs_per_s", "tokens_per_s", "mfu", "waiting"} <= row.keys()
+        assert row["pairs_per_s"] > 0 and row["tokens_per_s"] > 0 and row["mfu"] > 0
+        # a pair has at least two tokens a side (BERT's CLS and SEP)
+        assert row["tokens_per_s"] >= 4 * row["pairs_per_s"]
+        assert 0 <= row["waiting"] <= 1
+
+
+def test_the_pair_stream_gives_the_step_its_records_would(
+    tiny_bert_no_dropout, pairs_file, tmp_path, monkeypatch
+):
+    """run() on the cached token ids of the stream's first batch logs the loss (and makes
+    the update) that train_step makes on that batch's records tokenized afresh."""
+    from cpt_embed.train.data import PairStore, batches, pair_stream, parse_sources
+
+    monkeypatch.setenv("CPT_CACHE", str(tmp_path / "cache"))
+    config = _config(tiny_bert_no_dropout, pairs_file, tmp_path / "stream", max_steps=1)
+    streamed = Trainer(config)
+    streamed.run(show_progress=False)
+    (loss,) = _losses(tmp_path / "stream")
+
+    fresh = Trainer(TrainConfig(**{**config.to_dict(), "output": str(tmp_path / "records")}))
+    store = PairStore(parse_sources(config.data), fresh.encoder.tokens, config.hard_negatives)
+    stream = pair_stream(store, config.seed, config.shuffle_buffer)
+    refs = next(batches(stream, store, config.batch_size))
+    assert {(source, file) for source, file, _ in refs} == {(0, 0)}
+    lines = pairs_file.read_text(encoding="utf-8").splitlines()
+    records = [json.loads(lines[row]) for _, _, row in refs]
+    assert [r["x"] for r in records] != [r["x"] for r in _records(pairs_file, 16)]  # shuffled
+    row = fresh.train_step(records)
+    assert row["loss"] == pytest.approx(loss, abs=1e-5)
+    trained = dict(streamed.encoder.backbone.named_parameters())
+    for name, param in fresh.encoder.backbone.named_parameters():
+        torch.testing.assert_close(param, trained[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_the_plan_line_says_packed_rows_or_padded_chunks(tiny_bert, pairs_file, tmp_path):
+    packed = Trainer(_config(tiny_bert, pairs_file, tmp_path / "packed"))
+    assert packed.packed
+    line = packed.plan_line()
+    assert "packed rows" in line and "padded chunks" not in line
+    assert "up to 8 texts of <= 32 tokens" in line and "MiB" in line
+    padded = Trainer(_config(tiny_bert, pairs_file, tmp_path / "padded", packing=False))
+    assert not padded.packed
+    line = padded.plan_line()
+    assert "padded chunks" in line and "packed rows" not in line
+    tokens = Trainer(_config(tiny_bert, pairs_file, tmp_path / "tokens", chunk_tokens=200))
+    assert "up to 200 tokens" in tokens.plan_line()

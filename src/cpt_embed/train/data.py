@@ -8,6 +8,7 @@ position and goes on with exactly the batches it would have had."""
 from __future__ import annotations
 
 import glob
+import math
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ def parse_sources(specs: list[str]) -> list[Source]:
                 path, weight = head, float(tail)
             except ValueError:
                 path, weight = spec, 1.0
-        if weight <= 0:
-            raise InputError(f"--data {spec}: the weight must be > 0")
+        if not math.isfinite(weight) or weight <= 0:
+            raise InputError(f"--data {spec}: the weight must be a finite number > 0")
         matches = sorted(glob.glob(path)) or [path]
         files = [f for match in matches for f in pair_files(Path(match))]
         sources.append(Source(files, weight, path))

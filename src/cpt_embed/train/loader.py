@@ -23,6 +23,7 @@ class Prefetcher(Generic[T]):
     def __init__(self, items: Iterator[S], prepare: Callable[[S], T], depth: int = 2) -> None:
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
+        self._done = False
         self._thread = threading.Thread(
             target=self._fill, args=(items, prepare), name="cpt-batches", daemon=True
         )
@@ -56,10 +57,14 @@ class Prefetcher(Generic[T]):
         return self
 
     def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
         item = self._queue.get()
         if item is _DONE:
+            self._done = True
             raise StopIteration
         if isinstance(item, BaseException):
+            self._done = True  # the thread has stopped: nothing more will come
             raise item
         return item
 

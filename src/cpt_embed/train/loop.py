@@ -262,6 +262,7 @@ class Trainer:
         """Steps to max_steps: each on the next prepared batch, logged, evaluated and
         checkpointed on schedule."""
         config = self.config
+        self.meter.start()
         while self.step < config.max_steps:
             if stop.raised:
                 raise KeyboardInterrupt

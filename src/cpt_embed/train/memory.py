@@ -35,7 +35,8 @@ def activation_bytes_per_token(
     """Bytes autograd keeps per token of a chunk for its backward pass, measured on a probe
     chunk of four sequences of max_length tokens (dropout as in training)."""
     length = encoder.config.max_length
-    ids = [[tokens.pad_id + 1] * length for _ in range(4)]
+    token = (tokens.pad_id + 1) % len(encoder.tokenizer)  # any real token: pad may be the last
+    ids = [[token] * length for _ in range(4)]
     batch = (tokens.ragged if packed else tokens.pad)(ids, "document")
     batch = {k: v.to(encoder.device) for k, v in batch.items()}
     params = {p.untyped_storage().data_ptr() for p in encoder.parameters()}

@@ -45,6 +45,10 @@ class Meter:
             _PEAKS[key] = peak_flops(self.device, self.dtype)
         return _PEAKS[key]
 
+    def start(self) -> None:
+        """Start the clock: the run's steps begin now (setting up is not training time)."""
+        self.interval = _Counts()
+
     def waited(self, seconds: float) -> None:
         """Time the step spent waiting for its prepared batch."""
         self.interval.waited += seconds

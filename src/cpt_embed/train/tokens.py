@@ -160,6 +160,8 @@ def _blocks(path: Path, field: str | None) -> Iterator[list[dict]]:
     for number, record in enumerate(read_shard(path), start=1):
         if not isinstance(record.get("x"), str) or not isinstance(record.get("y"), str):
             raise InputError(f"{path}: record {number} needs string fields x and y")
+        for name in ("x", "y"):
+            _check_text(record[name], f"{path}: record {number} field {name!r}")
         record["_number"] = number
         block.append(record)
         if len(block) == _BLOCK:
@@ -177,12 +179,25 @@ def _check_negatives(path: Path, record: dict, field: str, k: int | None) -> int
         raise InputError(f"{where}: a pair has no non-empty list field {field!r} of hard negatives")
     if not all(isinstance(n, str) for n in negatives):
         raise InputError(f"{where}: the hard negatives in {field!r} must be strings")
+    for negative in negatives:
+        _check_text(negative, f"{where} field {field!r}")
     if k is not None and len(negatives) != k:
         raise InputError(
             f"{where}: pairs must all have the same number of hard negatives in {field!r} "
             f"({k}, then {len(negatives)})"
         )
     return len(negatives)
+
+
+def _check_text(text: str, where: str) -> None:
+    """A text the tokenizer can take: UTF-8, so no half of a UTF-16 surrogate pair (valid
+    JSON can hold one, as \\ud800)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"{where} holds half of a UTF-16 surrogate pair, which is no text; fix or drop it"
+        ) from None
 
 
 class _Writer:

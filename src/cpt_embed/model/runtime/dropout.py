@@ -62,6 +62,6 @@ def use_fast_dropout(model: nn.Module) -> int:
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is nn.Dropout and child.p > 0:
-                setattr(module, name, FastDropout(child.p))
+                setattr(module, name, FastDropout(child.p).train(child.training))
                 replaced += 1
     return replaced
