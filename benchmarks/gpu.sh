@@ -9,7 +9,10 @@
 # copy the parts to STASH on the GPU machine (one or more calls: they travel in pieces),
 # then, in the repository root there:
 #
-#     STASH=/tmp/stash OUT=/tmp/out TRAIN_MINUTES=4 bash benchmarks/gpu.sh
+#     STASH=/tmp/stash OUT=/tmp/out TRAIN_MINUTES=4 BUDGET=560 bash benchmarks/gpu.sh
+#
+# BUDGET (seconds, 0: none) caps the whole run: training gets what the table leaves, less
+# 150 s for evaluating and packing.
 #
 # Tested end to end on the CPU with a tiny model (tests/benchmarks/test_gpu_run.py).
 set -uo pipefail
@@ -26,7 +29,8 @@ export CPT_CACHE=${CPT_CACHE:-/tmp/cpt-cache}
   python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   # shellcheck disable=SC2086
   python3 benchmarks/gpu_run.py --stash "$STASH" --out "$OUT" \
-    --site "${SITE:-/tmp/site}" --train-minutes "${TRAIN_MINUTES:-4}" ${GPU_RUN_ARGS:-}
+    --site "${SITE:-/tmp/site}" --train-minutes "${TRAIN_MINUTES:-4}" --budget "${BUDGET:-0}" \
+    ${GPU_RUN_ARGS:-}
   status=$?
   date
   exit $status

@@ -81,13 +81,13 @@ def table(models: list[Path], pairs: Path, out: Path, steps: int, batch: int, de
     return json.loads((out / "train-gpu.json").read_text())
 
 
-def steps_for(result: dict | None, model: Path, minutes: float, batch: int, fallback: float) -> int:
-    """Optimiser steps of `batch` pairs that fit `minutes` at the measured pairs/s (less a
+def steps_for(result: dict | None, model: Path, seconds: float, batch: int, fallback: float) -> int:
+    """Optimiser steps of `batch` pairs that fit `seconds` at the measured pairs/s (less a
     minute for loading, probing and tokenizing)."""
     rows = [r for r in (result or {}).get("rows", []) if r["loss"] == "ours"]
     measured = [r["pairs_per_s"] for r in rows if Path(r["model"]).name == model.name]
     rate = measured[0] if measured else fallback
-    return max(2, int((minutes * 60 - 60) * rate / batch))
+    return max(2, int((seconds - 60) * rate / batch))
 
 
 def train_and_evaluate(
@@ -140,13 +140,18 @@ def main() -> None:
     parser.add_argument(
         "--coder", type=Path, help="start point of cpt-code (default: the Qwen GGUF)"
     )
-    parser.add_argument("--train-minutes", type=float, default=4.0)
+    parser.add_argument("--train-minutes", type=float, default=4.0, help="at most")
+    parser.add_argument(
+        "--budget", type=float, default=0, help="seconds for everything (0: no limit)"
+    )
+    parser.add_argument("--eval-seconds", type=float, default=150, help="kept for eval + pack")
     parser.add_argument("--table-steps", type=int, default=2)
     parser.add_argument("--table-batch", type=int, default=4096)
     parser.add_argument("--fallback-pps", type=float, default=500.0)
     parser.add_argument("--plan-options", type=json.loads, default={}, help="JSON over the plan")
     parser.add_argument("--skip", nargs="*", default=[], choices=["table", "train"])
     args = parser.parse_args()
+    started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     files = stage("join", join, args.stash, args.work, args.site) or {}
     ggufs = sorted(p for p in files.values() if p.suffix == ".gguf")
@@ -160,7 +165,11 @@ def main() -> None:
     run = None
     if coder is not None and "train" not in args.skip:
         batch = args.plan_options.get("run", {}).get("batch_size", 2048)
-        steps = steps_for(result, coder, args.train_minutes, batch, args.fallback_pps)
+        seconds = args.train_minutes * 60
+        if args.budget:  # what the table left, less what evaluating and packing need
+            left = args.budget - (time.perf_counter() - started) - args.eval_seconds
+            seconds = min(seconds, left)
+        steps = steps_for(result, coder, seconds, batch, args.fallback_pps)
         print(f"training {coder.name} for {steps} steps of {batch} pairs", flush=True)
         options = {**args.plan_options, "device": args.device}
         run = stage(

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from cpt_embed import Encoder
 from cpt_embed.cli import app
 from cpt_embed.errors import CptError, InputError
 from cpt_embed.train import chunks as chunks_module
+from cpt_embed.train.batch import from_records
 from cpt_embed.train.chunks import side_chunks
 from cpt_embed.train.config import TrainConfig
 from cpt_embed.train.loop import Trainer, train
@@ -202,8 +204,16 @@ def test_two_processes_equal_one_on_the_same_global_batch(
 @pytest.mark.parametrize("chunk_size", [3, 64])
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("packing", [True, False])
+@pytest.mark.parametrize("grad_cache", [True, False])
 def test_a_step_in_chunks_by_length_equals_the_whole_batch(
-    tiny_bert_no_dropout, pairs_file, tmp_path, chunk_size, padding_side, packing, monkeypatch
+    tiny_bert_no_dropout,
+    pairs_file,
+    tmp_path,
+    chunk_size,
+    padding_side,
+    packing,
+    grad_cache,
+    monkeypatch,
 ):
     """train_step sorts each side by length into chunks (cached or in one graph; packed
     rows or padded) and gives the loss and gradients of the whole batch padded at once,
@@ -218,6 +228,7 @@ def test_a_step_in_chunks_by_length_equals_the_whole_batch(
         grad_clip=1e9,
         encoder={"padding_side": padding_side},
         packing=packing,
+        grad_cache=grad_cache,
     )
     trainer = Trainer(config)
     assert trainer.packed == packing
@@ -447,3 +458,44 @@ def test_the_plan_line_says_packed_rows_or_padded_chunks(tiny_bert, pairs_file, 
     assert "padded chunks" in line and "packed rows" not in line
     tokens = Trainer(_config(tiny_bert, pairs_file, tmp_path / "tokens", chunk_tokens=200))
     assert "up to 200 tokens" in tokens.plan_line()
+
+
+def test_gradients_are_cached_only_where_the_batch_would_not_fit(tiny_bert, pairs_file, tmp_path):
+    """By default a batch of several chunks runs in one graph while its activations fit the
+    memory set aside for them (no second forward pass) and with gradient caching past it;
+    grad_cache True or False says so for every batch."""
+    records = [json.loads(line) for line in pairs_file.read_text().splitlines()[:16]]
+    trainer = Trainer(_config(tiny_bert, pairs_file, tmp_path / "auto", chunk_size=4))
+    batch = from_records(records, trainer.encoder.tokens, trainer.plan)
+    assert len(batch.sides[0].chunks) > 1
+    assert not trainer.caches(batch) and "only for batches whose activations pass" in (
+        trainer.plan_line()
+    )
+    trainer.uncached_bytes = trainer.bytes_per_token  # room for one token: it must cache
+    assert trainer.caches(batch)
+    for setting in (True, False):
+        forced = Trainer(
+            _config(
+                tiny_bert, pairs_file, tmp_path / str(setting), chunk_size=4, grad_cache=setting
+            )
+        )
+        assert forced.caches(batch) is setting
+    one_chunk = from_records(records, trainer.encoder.tokens, replace(trainer.plan, max_rows=64))
+    assert not forced.caches(one_chunk) and not trainer.caches(one_chunk)
+
+
+def test_embeddings_during_training_come_from_the_current_weights(
+    tiny_bert_no_dropout, pairs_file, tmp_path
+):
+    """A periodic evaluation encodes (in bfloat16, from a cast copy) the weights of this step,
+    not those of the first evaluation: each optimiser step marks the weights updated."""
+    trainer = Trainer(_config(tiny_bert_no_dropout, pairs_file, tmp_path, lr=1e-2))
+    texts = ["a question about rivers", "an answer that explains birds well"]
+    records = _records(pairs_file, 16)
+    for _ in range(2):
+        trainer.train_step(records)
+        trainer.encoder.eval()
+        fast = trainer.encoder.encode(texts, dtype="bf16")
+        exact = trainer.encoder.encode(texts, dtype="float32")
+        assert (fast * exact).sum(1).min() > 0.999
+        trainer.encoder.train()

@@ -31,7 +31,10 @@ class TrainConfig:
     A side of a batch goes through the model in chunks (gradient caching): at most
     `chunk_tokens` tokens each where set, else on a GPU as many as its free memory holds,
     and elsewhere `chunk_size` texts. `packing` puts a chunk's texts end to end in one row
-    where the model allows it, so that only attention sees padding."""
+    where the model allows it, so that only attention sees padding. `grad_cache`: True
+    caches gradients whenever a side takes several chunks, False never does (all chunks in
+    one graph), None (the default) caches only where the batch's activations would not fit
+    the memory set aside for them (train/memory.py), since caching costs a forward pass."""
 
     model: str = "default"
     encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -41,6 +44,7 @@ class TrainConfig:
     chunk_size: int = 64
     chunk_tokens: int | None = None
     packing: bool = True
+    grad_cache: bool | None = None
     max_steps: int = 1000
     lr: float = 2e-5
     warmup: float = 0.1

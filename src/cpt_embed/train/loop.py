@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import threading
 import time
@@ -20,12 +19,13 @@ from typing import IO, Any
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
+from cpt_embed.model.runtime.copy import mark_updated
 from cpt_embed.model.runtime.dropout import use_fast_dropout
 from cpt_embed.model.runtime.packed import enable_packed_training
+from cpt_embed.model.runtime.packing import use_training_linears
 from cpt_embed.train.batch import StepBatch, from_records, from_refs
 from cpt_embed.train.checkpoints import (
     load_checkpoint,
@@ -39,13 +39,17 @@ from cpt_embed.train.distributed import barrier, data_parallel, init_distributed
 from cpt_embed.train.grad_cache import GradCache
 from cpt_embed.train.loader import Prefetcher
 from cpt_embed.train.loss import ContrastiveLoss
-from cpt_embed.train.memory import activation_bytes_per_token, chunk_plan, chunk_tokens_bound
+from cpt_embed.train.memory import (
+    activation_bytes_per_token,
+    chunk_plan,
+    chunk_tokens_bound,
+    uncached_budget,
+)
 from cpt_embed.train.meter import Meter
+from cpt_embed.train.setup import autocast_for, load_encoder, optimizer_for, scheduler_for
 
 # Periodic evaluation: scores by task name for the Encoder as it is at that step.
 Evaluation = Callable[[Encoder], dict[str, float]]
-# Our schedule names and transformers' for them.
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 # Batches prepared ahead of the step that runs.
 PREFETCH = 2
 
@@ -72,16 +76,19 @@ class Trainer:
         self.sources = parse_sources(config.data)
         checkpoint = start_checkpoint(self.output, config.resume)
         torch.manual_seed(config.seed)
-        self.encoder = _load_encoder(config, checkpoint)
+        self.encoder = load_encoder(config, checkpoint)
         self.packed = config.packing and enable_packed_training(self.encoder.backbone)
         use_fast_dropout(self.encoder.backbone)
+        use_training_linears(self.encoder.backbone)
         self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
             self.encoder.device
         )
         self.model = data_parallel(self.encoder, self.encoder.device)
-        self.optimizer = _optimizer(self.encoder, self.loss_fn, config)
-        self.scheduler = _scheduler(self.optimizer, config)
-        autocast = _autocast(config, self.encoder.device)
+        self.optimizer = optimizer_for(self.encoder, self.loss_fn, config)
+        # fused AdamW bumps no version counter: say each step changed the weights
+        self.optimizer.register_step_post_hook(lambda *_: mark_updated(self.encoder))
+        self.scheduler = scheduler_for(self.optimizer, config)
+        autocast = autocast_for(config, self.encoder.device)
         self.cache = GradCache(
             self.model, autocast=autocast, no_sync=self.model.no_sync if self.world > 1 else None
         )
@@ -94,6 +101,8 @@ class Trainer:
             self.encoder, self.packed, config.chunk_size, config.chunk_tokens, per_token
         )
         self.chunk_bytes = per_token * chunk_tokens_bound(self.plan, self.encoder.config.max_length)
+        self.bytes_per_token = per_token
+        self.uncached_bytes = uncached_budget(self.encoder, self.plan, per_token)
         self.meter = Meter(self.encoder, config.dtype)
         self.step = 0
         self.batches_done = 0
@@ -130,7 +139,7 @@ class Trainer:
             sides,
             self.loss_fn,
             orders=[side.order for side in batch.sides],
-            cache=any(len(chunks) > 1 for chunks in sides),
+            cache=self.caches(batch),
             **keys,
         )
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -270,7 +279,7 @@ class Trainer:
             batch = next(loader)
             self.meter.waited(time.perf_counter() - waited)
             row = self.run_step(batch)
-            self.meter.add(batch, config.batch_size, cached=self._cached(batch))
+            self.meter.add(batch, config.batch_size, cached=self.caches(batch))
             bar.update(1)
             if self.step % config.log_every == 0 or self.step == config.max_steps:
                 values = self.meter.row(row, self.loss_fn, self.scheduler)  # waits for the device
@@ -288,9 +297,16 @@ class Trainer:
             if self.step % config.save_every == 0 and self.step < config.max_steps:
                 self.save_checkpoint()
 
-    @staticmethod
-    def _cached(batch: StepBatch) -> bool:
-        return any(len(side.chunks) > 1 for side in batch.sides)
+    def caches(self, batch: StepBatch) -> bool:
+        """Whether `batch` runs with gradient caching: where a side takes several chunks and
+        (unless config.grad_cache says) all its activations would pass the memory set
+        aside for them; else every chunk stays in one graph, saving a forward pass."""
+        if not any(len(side.chunks) > 1 for side in batch.sides):
+            return False
+        if self.config.grad_cache is not None:
+            return self.config.grad_cache
+        tokens = sum(int(lengths.sum()) for lengths in batch.lengths)
+        return tokens * self.bytes_per_token > self.uncached_bytes
 
     def _pair_store(self, show_progress: bool) -> PairStore:
         """The token ids of the training pairs: rank 0 tokenizes what the cache lacks while
@@ -317,10 +333,19 @@ class Trainer:
             if plan.max_tokens
             else f"up to {plan.max_rows} texts of <= {length} tokens"
         )
+        if self.config.grad_cache is False:
+            caching = "no gradient caching (every chunk in one graph)"
+        elif self.config.grad_cache:
+            caching = "gradient caching whenever a side takes several chunks"
+        else:
+            caching = (
+                f"gradient caching only for batches whose activations pass "
+                f"{self.uncached_bytes / 2**30:,.1f} GiB (about "
+                f"{self.uncached_bytes / max(self.bytes_per_token, 1):,.0f} tokens)"
+            )
         return (
             f"chunks: {layout} of {limit}; a chunk keeps about {self.chunk_bytes / 2**20:,.0f} "
-            f"MiB of activations for its backward pass (batch {self.config.batch_size} at "
-            f"any size takes about that plus the loss over the batch)"
+            f"MiB of activations for its backward pass; {caching}"
         )
 
     def _evaluate(self, log: IO[str]) -> None:
@@ -332,71 +357,6 @@ class Trainer:
             log.write(json.dumps({"step": self.step, "eval": scores}) + "\n")
             log.flush()
         barrier()
-
-
-def _load_encoder(config: TrainConfig, checkpoint: Path | None) -> Encoder:
-    """The Encoder to train, in train mode: the checkpoint's, or the start point with the
-    config's encoder settings (and max_length) applied."""
-    if torch.cuda.is_available() and config.device is None:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    else:
-        device = config.device or "cpu"
-    overrides = {} if checkpoint else dict(config.encoder)
-    if config.max_length:
-        overrides["max_length"] = config.max_length
-    try:
-        encoder = Encoder.load(
-            checkpoint / "model" if checkpoint else config.model, device=device, **overrides
-        ).train()
-    except (TypeError, ValueError) as err:
-        raise InputError(f"model {config.model!r} with settings {overrides}: {err}") from None
-    if config.gradient_checkpointing:
-        encoder.backbone.gradient_checkpointing_enable()
-    return encoder
-
-
-def _optimizer(
-    encoder: Encoder, loss_fn: ContrastiveLoss, config: TrainConfig
-) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases, norms and tau."""
-    decay, no_decay = [], []
-    for name, param in encoder.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
-    no_decay += [p for p in loss_fn.parameters() if p.requires_grad]
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # fused: one kernel for all parameters (as the Hugging Face Trainer does by default)
-    return torch.optim.AdamW(groups, lr=config.lr, fused=encoder.device.type in ("cpu", "cuda"))
-
-
-def _scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """transformers' schedule of that name, with int(warmup * max_steps) warm-up steps.
-
-    Its warm-up runs step k (from 0) at lr * k / warmup_steps, as the Hugging Face Trainer
-    and sentence-transformers do: the first update has lr 0 (AdamW's moments still take in
-    its gradient) and the full lr comes at step warmup_steps. Our own schedule, which this
-    replaced, ran step k at lr * (k + 1) / warmup_steps; after the warm-up (and without
-    one) the two are the same."""
-    return get_scheduler(
-        SCHEDULES[config.schedule],
-        optimizer,
-        num_warmup_steps=int(config.warmup * config.max_steps),
-        num_training_steps=config.max_steps,
-    )
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> Callable[[], Any] | None:
-    """A factory of bfloat16 autocast contexts for dtype bfloat16; none for float32.
-    Autocast keeps the weights, gradients and AdamW's moments in float32 (updates as exact as
-    in float32 training) and casts the weights of each matrix product to bfloat16."""
-    if config.dtype != "bfloat16":
-        return None
-    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class _StopFlag:

@@ -9,6 +9,7 @@ times the tokens of a chunk.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
@@ -24,6 +25,9 @@ from cpt_embed.train.chunks import PASS_COST_TOKENS, ChunkPlan
 GPU_CHUNK_SHARE = 0.4
 # Bounds of the token budget of a chunk on a GPU.
 MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS = 512, 1 << 18
+# The share of the memory available at start (outside GPUs) that a whole batch's
+# activations may take when its chunks run in one graph, without gradient caching.
+CPU_BATCH_SHARE = 0.25
 
 
 def activation_bytes_per_token(
@@ -81,3 +85,24 @@ def chunk_tokens_bound(plan: ChunkPlan, max_length: int) -> int:
     if plan.max_tokens:
         return plan.max_tokens
     return (plan.max_rows or 1) * max_length
+
+
+def uncached_budget(encoder: Encoder, plan: ChunkPlan, bytes_per_token: float) -> float:
+    """Bytes of activations a batch may keep at once, all its chunks in one graph: on a GPU
+    one chunk's allowance (a batch within it is one chunk anyway), elsewhere
+    CPU_BATCH_SHARE of the memory available now."""
+    if encoder.device.type == "cuda":
+        return (plan.max_tokens or 0) * bytes_per_token
+    return CPU_BATCH_SHARE * available_memory()
+
+
+def available_memory() -> float:
+    """Bytes of memory this machine can give now without swapping (Linux: MemAvailable)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))

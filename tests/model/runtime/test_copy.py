@@ -9,7 +9,7 @@ import torch
 
 from cpt_embed import Encoder
 from cpt_embed.model.runtime.attention import use_cpu_attention
-from cpt_embed.model.runtime.copy import InferenceCopy, _takes_ragged_rows
+from cpt_embed.model.runtime.copy import InferenceCopy, _takes_ragged_rows, mark_updated
 from cpt_embed.model.runtime.packing import is_packed
 
 TEXTS = ["a short text", "def f(x):\n    return x * 2", "", "word " * 80, "one more"]
@@ -43,6 +43,24 @@ def test_bf16_copy_matches_autocast_and_follows_weight_changes(tiny_bert_no_drop
     assert (changed * _autocast_reference(encoder, TEXTS)).sum(1).min() > 0.999
     assert np.abs(changed - vectors).max() > 0.05
     assert inference.backbone(encoder.backbone, torch.bfloat16) is not copy
+
+
+def test_the_copy_follows_a_fused_adamw_step_marked_updated(tiny_bert_no_dropout):
+    """torch's fused AdamW bumps no version counter: a copy made before its step would be
+    used after it (periodic evaluation during training scored the weights of its first
+    evaluation) unless the step is reported with mark_updated, as the Trainer does."""
+    encoder = Encoder.load(tiny_bert_no_dropout)
+    before = encoder.encode(TEXTS, dtype="bf16")
+    optimiser = torch.optim.AdamW(encoder.parameters(), lr=0.05, fused=True)
+    encoder.train()
+    encoder(encoder.tokenize(TEXTS)).sum().backward()
+    optimiser.step()
+    encoder.eval()
+    assert np.array_equal(encoder.encode(TEXTS, dtype="bf16"), before)  # the stale copy
+    mark_updated(encoder)
+    after = encoder.encode(TEXTS, dtype="bf16")
+    assert np.abs(after - before).max() > 0.01
+    assert (after * _autocast_reference(encoder, TEXTS)).sum(1).min() > 0.999
 
 
 def test_float32_uses_the_backbone_itself(tiny_bert):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cpt_embed.model.runtime.attention import RAGGED, Ragged, use_cpu_attention
-from cpt_embed.model.runtime.packing import pack_linears
+from cpt_embed.model.runtime.packing import GENERATION, pack_linears, plain_linears
 
 # How far (relative to the largest value) ragged hidden states may be from padded ones in
 # the probe: bfloat16 rounding in differently shaped products stays below it (BERT: 0.0),
@@ -25,9 +25,19 @@ _PROBE_TOLERANCE = 0.005
 
 
 def weights_key(module: nn.Module) -> tuple:
-    """Changes when the weights do: in-place updates (optimizer steps, load_state_dict) bump a
-    tensor's version, moves and casts give it new storage."""
-    return tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in module.parameters())
+    """Changes when the weights do: in-place updates (load_state_dict, most optimisers) bump
+    a tensor's version, moves and casts give it new storage, and `mark_updated` counts the
+    updates that bump no version (fused optimisers)."""
+    versions = tuple((p._version, p.data_ptr(), p.dtype, p.device) for p in module.parameters())
+    return getattr(module, GENERATION, 0), versions
+
+
+def mark_updated(model: nn.Module) -> None:
+    """Say that `model`'s weights changed in place where their version counters may not show
+    it (torch.optim's fused AdamW leaves them as they were), so that what was made from
+    them (the cast inference copy, the compiled model, packed weights) is made again."""
+    for module in model.modules():
+        setattr(module, GENERATION, getattr(module, GENERATION, 0) + 1)
 
 
 def _takes_ragged_rows(backbone: nn.Module) -> bool:
@@ -68,7 +78,9 @@ class InferenceCopy:
         key = (weights_key(backbone), dtype)
         if key != self._key:
             self._copy = None  # free the old copy before making the new one
-            cast = copy.deepcopy(backbone).to(dtype).eval().requires_grad_(False)
+            cast = copy.deepcopy(backbone)
+            plain_linears(cast)
+            cast = cast.to(dtype).eval().requires_grad_(False)
             ragged = False
             if next(cast.parameters()).device.type == "cpu":
                 ragged = use_cpu_attention(cast) and _takes_ragged_rows(cast)
