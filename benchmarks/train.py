@@ -541,9 +541,10 @@ def gpu_markdown(rows: list[dict], n_pairs: int) -> str:
 
 
 def memory_rows(batches: list[int], lengths: list[int], chunk: int, pairs_file, steps: int):
-    """Our peak RSS at each batch and max length, chunks of `chunk` texts."""
+    """Our peak RSS at each batch and max length, chunks of `chunk` texts, gradient caching
+    forced (by default a batch that fits a quarter of the free memory runs in one graph)."""
     setups = [
-        Setup("cpt-embed", "ours", batch, chunk, "float32", max_length=length)
+        Setup("cpt-embed", "ours", batch, chunk, "float32", max_length=length, grad_cache=True)
         for length in lengths
         for batch in batches
     ]

@@ -499,3 +499,23 @@ def test_embeddings_during_training_come_from_the_current_weights(
         exact = trainer.encoder.encode(texts, dtype="float32")
         assert (fast * exact).sum(1).min() > 0.999
         trainer.encoder.train()
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        ("--grad-cache", "gradient caching whenever a side takes several chunks"),
+        ("--no-grad-cache", "no gradient caching"),
+    ],
+)
+def test_cpt_train_says_its_chunk_plan_before_the_first_step(
+    tiny_bert, pairs_file, tmp_path, monkeypatch, flag, said
+):
+    monkeypatch.setenv("CPT_CACHE", str(tmp_path / "cache"))
+    flags = ["--model", str(tiny_bert), "--data", str(pairs_file), "--output", str(tmp_path)]
+    flags += ["--batch-size", "8", "--chunk-size", "4", "--max-steps", "1", "--max-length", "16"]
+    result = CliRunner().invoke(app, ["train", *flags, flag])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("chunks:")]
+    assert "up to 4 texts of <= 16 tokens" in line and "MiB of activations" in line
+    assert said in line

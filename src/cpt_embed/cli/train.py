@@ -34,6 +34,14 @@ def train(
             "its free memory holds)."
         ),
     ] = None,
+    grad_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--grad-cache/--no-grad-cache",
+            help="Cache gradients whenever a side takes several chunks / never (default: "
+            "only where the batch's activations would not fit the memory set aside).",
+        ),
+    ] = None,
     packing: Annotated[
         bool | None,
         typer.Option(
