@@ -10,18 +10,19 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "cpt_embed"
-STAGES = ("data", "model", "train", "eval", "embed", "search", "serve", "cli")
+STAGES = ("data", "model", "curate", "train", "eval", "embed", "search", "serve", "cli")
 # What each stage must never import. The shared helpers at the top level (errors, atomic,
 # checksums, paths) import no stage and may be imported by all; the package's __init__
 # (the facade: `from cpt_embed import Encoder`) may import the model.
 FORBIDDEN = {
-    "data": {"model", "train", "eval", "embed", "search", "serve", "cli"},
-    "model": {"data", "train", "eval", "embed", "search", "serve", "cli"},
-    "train": {"eval", "embed", "search", "serve", "cli"},
-    "eval": {"train", "embed", "search", "serve", "cli"},
-    "embed": {"train", "eval", "search", "serve", "cli"},
-    "search": {"train", "eval", "embed", "serve", "cli"},
-    "serve": {"train", "eval", "embed", "cli"},
+    "data": {"model", "curate", "train", "eval", "embed", "search", "serve", "cli"},
+    "model": {"data", "curate", "train", "eval", "embed", "search", "serve", "cli"},
+    "curate": {"train", "eval", "embed", "search", "serve", "cli"},
+    "train": {"curate", "eval", "embed", "search", "serve", "cli"},
+    "eval": {"curate", "train", "embed", "search", "serve", "cli"},
+    "embed": {"curate", "train", "eval", "search", "serve", "cli"},
+    "search": {"curate", "train", "eval", "embed", "serve", "cli"},
+    "serve": {"curate", "train", "eval", "embed", "cli"},
     "cli": set(),
     "": set(STAGES),
     "facade": set(STAGES) - {"model"},

@@ -301,3 +301,86 @@ def test_a_crash_before_the_first_manifest_update_still_resumes(tmp_path, monkey
     assert (tmp_path / "cut" / "pairs-00000.jsonl.gz").is_file()
     mine_code([repo], tmp_path / "cut", shard_size=5, resume=True, show_progress=False)
     assert all_pairs(tmp_path / "cut") == all_pairs(tmp_path / "whole")
+
+
+def _environment(root: Path) -> Path:
+    """A fake environment under `root`: lib/python3.12 holds a stdlib module and a
+    site-packages folder of two packages (beta vendors alpha's function and has a project
+    marker inside) and a single-module distribution, each with its .dist-info beside it;
+    a project marker lies above everything."""
+    stdlib = root / "lib" / "python3.12"
+    site = stdlib / "site-packages"
+    files = {
+        "alpha/__init__.py": FUNCTION.format(name="a_init", k=1, doc="Initialise the alpha pkg."),
+        "alpha/core.py": FUNCTION.format(name="shared", k=7, doc="Scale and sum all values."),
+        "beta/__init__.py": FUNCTION.format(name="b_init", k=2, doc="Initialise the beta pkg."),
+        "beta/_vendor/alpha_core.py": FUNCTION.format(
+            name="shared", k=7, doc="Scale and sum all values."
+        ),
+        "beta/_vendor/pyproject.toml": "[project]\nname = 'vendored'\n",
+        "beta/pyproject.toml": "[project]\nname = 'beta'\n",
+        "mod.py": FUNCTION.format(name="mod_fn", k=3, doc="A single module distribution."),
+    }
+    for name, text in files.items():
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(text)
+    for dist in ("alpha-1.0.dist-info", "beta-2.0.dist-info", "mod-0.1.dist-info"):
+        (site / dist).mkdir()
+        (site / dist / "METADATA").write_text("Metadata-Version: 2.1\n")
+    (stdlib / "json").mkdir()
+    (stdlib / "json" / "__init__.py").write_text(
+        FUNCTION.format(name="loads", k=4, doc="Parse a JSON document here.")
+    )
+    (root / "pyproject.toml").write_text("[project]\nname = 'above'\n")
+    return root
+
+
+PACKAGE_REPOS = {
+    "a_init": "site-packages/alpha",
+    "shared": "site-packages/alpha",  # beta's vendored copy is the duplicate
+    "b_init": "site-packages/beta",
+    "mod_fn": "site-packages/mod",
+}
+
+
+@pytest.mark.parametrize("below", ["", "lib/python3.12", "lib/python3.12/site-packages"])
+def test_each_installed_package_is_a_repo_and_copies_across_packages_dedupe(tmp_path, below):
+    env = _environment(tmp_path / "env")
+    report = mine_code([env / below], tmp_path / "out", show_progress=False)
+    repos = {p["func_name"]: p["repo"] for p in all_pairs(tmp_path / "out")}
+    stdlib = {} if below.endswith("site-packages") else {"loads": "python3.12/json"}
+    if not below:
+        stdlib = {"loads": "env"}  # an ordinary tree: the marker above names the repo
+    assert repos == PACKAGE_REPOS | stdlib
+    assert report.pairs == len(repos) and report.counts["duplicate"] == 1
+
+
+def test_a_root_inside_site_packages_and_a_module_file_keep_the_package_repo(tmp_path):
+    site = _environment(tmp_path / "env") / "lib" / "python3.12" / "site-packages"
+    mine_code([site / "beta", site / "mod.py"], tmp_path / "out", show_progress=False)
+    repos = {p["func_name"]: p["repo"] for p in all_pairs(tmp_path / "out")}
+    assert repos == {"b_init": "site-packages/beta", "shared": "site-packages/beta"} | {
+        "mod_fn": "site-packages/mod"
+    }
+
+
+def test_a_resumed_run_still_drops_copies_of_earlier_packages(tmp_path, monkeypatch):
+    site = _environment(tmp_path / "env") / "lib" / "python3.12" / "site-packages"
+    real = mine_module.pairs_from_source
+    calls = {"n": 0}
+
+    def crash_in_beta(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:  # mod.py, alpha/__init__.py, alpha/core.py are written
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(mine_module, "pairs_from_source", crash_in_beta)
+    with pytest.raises(KeyboardInterrupt):
+        mine_code([site], tmp_path / "out", shard_size=1, show_progress=False)
+    monkeypatch.setattr(mine_module, "pairs_from_source", real)
+    report = mine_code([site], tmp_path / "out", shard_size=1, resume=True, show_progress=False)
+    assert report.resumed_from == 3
+    pairs = all_pairs(tmp_path / "out")
+    assert {p["func_name"]: p["repo"] for p in pairs} == PACKAGE_REPOS
+    assert len(pairs) == 4 and report.counts["duplicate"] == 1

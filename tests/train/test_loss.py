@@ -66,3 +66,34 @@ def test_identical_texts_are_not_negatives_of_each_other():
     target = torch.arange(4)
     expected = (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
     torch.testing.assert_close(masked, expected)
+
+
+def _masked_reference(x, y, scale, margin, negatives):
+    """Row by row: drop each negative scored above the positive minus the margin."""
+    x, y, n = (F.normalize(t, dim=-1) for t in (x, y, negatives))
+    columns = torch.cat([y, n])
+    total = 0.0
+    for i in range(len(x)):
+        for anchor, candidates in ((x[i], columns), (y[i], x)):
+            cos = candidates @ anchor
+            kept = [j for j in range(len(cos)) if j == i or cos[j] <= cos[i] - margin]
+            total += F.cross_entropy((scale * cos[kept])[None], torch.tensor([kept.index(i)]))
+    return total / (2 * len(x))
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.1, 0.3])
+def test_false_negatives_scored_near_the_positive_are_masked(margin):
+    torch.manual_seed(0)
+    x, y, negatives = torch.randn(8, 16), torch.randn(8, 16), torch.randn(16, 16)
+    y[3] = x[5] + 0.1 * torch.randn(16)  # an unlabeled positive of x[5]
+    loss_fn = ContrastiveLoss(false_negative_margin=margin)
+    loss = loss_fn(x, y, negatives=negatives)
+    expected = _masked_reference(x, y, loss_fn.scale.detach(), margin, negatives)
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+    assert loss.item() < ContrastiveLoss()(x, y, negatives=negatives).item()
+
+
+def test_a_margin_past_every_negative_leaves_nothing_to_learn():
+    x, y = torch.randn(6, 8), torch.randn(6, 8)
+    assert ContrastiveLoss(false_negative_margin=-2.0)(x, y).item() > 0
+    assert ContrastiveLoss(false_negative_margin=2.0)(x, y).item() == pytest.approx(0.0, abs=1e-6)

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from cpt_embed.cli.common import err_console, quiet_transformers, user_errors
+from cpt_embed.cli.common import (
+    DeviceOption,
+    DtypeOpt,
+    DtypeOption,
+    err_console,
+    quiet_transformers,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Mine unlabeled positive pairs: neighbouring passages of text, or (docstring, code).",
@@ -207,3 +214,132 @@ def pairs_text(
         exclusions=text_exclusions(held_out_texts(sets)),
     )
     _print_mining(report)
+
+
+PairsArg = Annotated[Path, typer.Argument(help="Pairs folder (or file) to curate.")]
+CuratedOption = Annotated[
+    Path, typer.Option("--output", "-o", help="Output folder: curated pair shards + manifest.")
+]
+GroupByOption = Annotated[
+    str, typer.Option(help="Record field that groups pairs (pairs without it share a group).")
+]
+CurateModelOption = Annotated[
+    str, typer.Option("--model", "-m", help="Model that scores the pairs: `default`, a folder...")
+]
+CurateLengthOption = Annotated[
+    int | None, typer.Option(min=8, help="Tokens per text (default: the model's).")
+]
+
+
+def _curation(model, max_length, batch_size, dtype, device, fmt, shard_size, resume):
+    """The settings both curation commands share, from their options."""
+    from cpt_embed.curate.steps import Curation
+
+    return Curation(
+        model, max_length, batch_size, dtype.value, device, fmt.value, shard_size, resume
+    )
+
+
+def _print_curation(report, title: str) -> None:
+    """Kept and dropped pairs, in total and for the largest groups, as a table on stderr."""
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {report.out_dir}")
+    for name in ("group", "kept", "dropped", "kept %"):
+        table.add_column(name, justify="left" if name == "group" else "right")
+    groups = sorted(report.groups.items(), key=lambda g: -(g[1].kept + g[1].dropped))
+    for name, counts in groups[:15]:
+        total = counts.kept + counts.dropped
+        share = f"{100 * counts.kept / total:.1f}"
+        table.add_row(name or "(no group)", f"{counts.kept:,}", f"{counts.dropped:,}", share)
+    if len(groups) > 15:
+        table.add_row(f"... {len(groups) - 15:,} more groups (curation.json)", "", "", "")
+    table.add_section()
+    total = report.kept + report.dropped
+    share = f"{100 * report.kept / max(total, 1):.1f}"
+    table.add_row("all", f"{report.kept:,}", f"{report.dropped:,}", share, style="bold")
+    err_console.print(table)
+    err_console.print(f"{report.seconds:,.1f} s", highlight=False)
+
+
+@app.command("filter")
+@user_errors
+def pairs_filter(
+    pairs: PairsArg,
+    output: CuratedOption,
+    model: CurateModelOption = "default",
+    top_k: Annotated[int, typer.Option(min=1, help="Keep a pair when y ranks in this top.")] = 2,
+    pool: Annotated[int, typer.Option(min=2, help="Documents y competes with.")] = 1000,
+    group_by: GroupByOption = "repo",
+    seed: Annotated[int, typer.Option(help="Seed of the split into pools.")] = 0,
+    max_length: CurateLengthOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 128,
+    dtype: DtypeOpt = DtypeOption.auto,
+    device: DeviceOption = None,
+    fmt: FormatOption = ShardFormat.jsonl_gz,
+    shard_size: ShardOption = 50_000,
+    resume: ResumeOption = False,
+) -> None:
+    """Consistency filtering: keep a pair when the model ranks its y in the top k for its x
+    among the documents of its group (repository), as E5 and CoRNStack filter."""
+    from cpt_embed.curate.steps import filter_pairs
+
+    quiet_transformers()
+    curation = _curation(model, max_length, batch_size, dtype, device, fmt, shard_size, resume)
+    report = filter_pairs(
+        pairs, output, curation, top_k=top_k, pool=pool, group_by=group_by, seed=seed
+    )
+    _print_curation(report, "consistency filter")
+
+
+@app.command("negatives")
+@user_errors
+def pairs_negatives(
+    pairs: PairsArg,
+    output: CuratedOption,
+    model: CurateModelOption = "default",
+    num: Annotated[int, typer.Option(min=1, help="Hard negatives per pair.")] = 7,
+    rank_range: Annotated[
+        str, typer.Option(help="Ranks the negatives come from, FIRST-LAST (1 = closest).")
+    ] = "10-100",
+    margin: Annotated[
+        float,
+        typer.Option(help="Skip candidates scored >= margin x the positive's score."),
+    ] = 0.95,
+    sampling: Annotated[str, typer.Option(help="top (closest first) or random.")] = "top",
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="Candidate documents (.txt/.jsonl/.parquet; default: the pairs' y)."),
+    ] = None,
+    corpus_field: Annotated[str, typer.Option(help="Text field of a .jsonl/.parquet corpus.")] = (
+        "text"
+    ),
+    field: Annotated[str, typer.Option(help="Field written with the negatives.")] = "negatives",
+    seed: Annotated[int, typer.Option(help="Seed of --sampling random.")] = 0,
+    max_length: CurateLengthOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 128,
+    dtype: DtypeOpt = DtypeOption.auto,
+    device: DeviceOption = None,
+    fmt: FormatOption = ShardFormat.jsonl_gz,
+    shard_size: ShardOption = 50_000,
+    resume: ResumeOption = False,
+) -> None:
+    """Hard negatives mined with FAISS, likely false negatives skipped; `cpt train
+    --hard-negatives FIELD` trains on them. Pairs with too few candidates are left out."""
+    from cpt_embed.curate.negatives import NegativeSettings, parse_rank_range
+    from cpt_embed.curate.steps import add_negatives
+
+    quiet_transformers()
+    first, last = parse_rank_range(rank_range)
+    settings = NegativeSettings(num, first, last, margin, sampling, seed)
+    curation = _curation(model, max_length, batch_size, dtype, device, fmt, shard_size, resume)
+    report = add_negatives(
+        pairs,
+        output,
+        curation,
+        settings=settings,
+        corpus=corpus,
+        corpus_field=corpus_field,
+        field=field,
+    )
+    _print_curation(report, f"{num} hard negatives per pair")

@@ -67,6 +67,13 @@ def train(
     hard_negatives: Annotated[
         str | None, typer.Option(help="Field of each pair holding a list of hard negatives.")
     ] = None,
+    false_negative_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Mask a negative the model scores above the positive minus this cosine "
+            "margin (an unlabeled positive, likely); default off."
+        ),
+    ] = None,
     shuffle_buffer: Annotated[int | None, typer.Option(help="Pairs in the shuffle buffer.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,

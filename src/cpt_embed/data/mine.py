@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 from collections import Counter
@@ -41,6 +42,8 @@ PROJECT_MARKERS = (
     "Gemfile",
     "composer.json",
 )
+# Folders of installed packages: each entry below one is a repository of its own.
+ENVIRONMENT_DIRS = frozenset({"site-packages", "dist-packages"})
 
 
 @dataclass
@@ -137,12 +140,37 @@ def _project_root(directory: Path, root: Path) -> Path | None:
     return _project_root(directory.parent, root)
 
 
+@cache
+def _root_parts(root: Path) -> tuple[str, ...]:
+    return Path(os.path.abspath(root)).parts
+
+
+def _installed_package(found: Found) -> str | None:
+    """`site-packages/<package>` for a file in an environment folder (the outermost
+    site-packages or dist-packages on its absolute path), else None; a single-module
+    distribution (six.py) loses its suffix."""
+    parts = (*_root_parts(found.root), *found.relative.split("/"))
+    for i, part in enumerate(parts[:-1]):
+        if part in ENVIRONMENT_DIRS:
+            entry = parts[i + 1]
+            if i + 2 == len(parts):  # the file itself lies in the environment folder
+                entry = entry.split(".", 1)[0]
+            return f"{part}/{entry}"
+    return None
+
+
 def repo_name(found: Found, fixed: str | None = None) -> str:
-    """The repository a file belongs to: `fixed`, else the nearest folder with a project
-    marker (pyproject.toml, package.json, go.mod, ...), else the source root + the top
-    folder below it (one package of site-packages, say)."""
+    """The repository a file belongs to: `fixed`; else, for a file in an environment
+    folder (site-packages or dist-packages, below the mined root or above it), that
+    folder's name + the installed package or module (`site-packages/numpy`,
+    `site-packages/six` for six.py), whatever project markers lie above or inside it;
+    else the nearest folder with a project marker (pyproject.toml, package.json, go.mod,
+    ...); else the source root + the top folder below it."""
     if fixed:
         return fixed
+    package = _installed_package(found)
+    if package is not None:
+        return package
     project = _project_root(found.path.parent, found.root)
     if project == found.root:
         return found.root.name

@@ -35,6 +35,7 @@ RESUME_MUST_MATCH = (
     "shuffle_buffer",
     "learn_tau",
     "hard_negatives",
+    "false_negative_margin",
     "weight_decay",
     "encoder",
 )

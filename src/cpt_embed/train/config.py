@@ -34,7 +34,9 @@ class TrainConfig:
     where the model allows it, so that only attention sees padding. `grad_cache`: True
     caches gradients whenever a side takes several chunks, False never does (all chunks in
     one graph), None (the default) caches only where the batch's activations would not fit
-    the memory set aside for them (train/memory.py), since caching costs a forward pass."""
+    the memory set aside for them (train/memory.py), since caching costs a forward pass.
+    `false_negative_margin` (off by default) masks an in-batch or hard negative that the
+    model scores above the positive minus this margin (train/loss.py)."""
 
     model: str = "default"
     encoder: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -58,6 +60,7 @@ class TrainConfig:
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     hard_negatives: str | None = None
+    false_negative_margin: float | None = None
     shuffle_buffer: int = 10_000
     seed: int = 0
     save_every: int = 200
@@ -107,6 +110,9 @@ class TrainConfig:
             problems.append(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.batch_size < 2:
             problems.append("batch_size must be >= 2: in-batch negatives need two pairs")
+        margin = self.false_negative_margin
+        if margin is not None and not 0 <= margin <= 2:
+            problems.append(f"false_negative_margin is a cosine margin in [0, 2], got {margin}")
         if self.eval_every < 0:
             problems.append(f"eval_every must be >= 0, got {self.eval_every}")
         if problems:

@@ -80,9 +80,9 @@ class Trainer:
         self.packed = config.packing and enable_packed_training(self.encoder.backbone)
         use_fast_dropout(self.encoder.backbone)
         use_training_linears(self.encoder.backbone)
-        self.loss_fn = ContrastiveLoss(config.tau_init, config.tau_max, config.learn_tau).to(
-            self.encoder.device
-        )
+        self.loss_fn = ContrastiveLoss(
+            config.tau_init, config.tau_max, config.learn_tau, config.false_negative_margin
+        ).to(self.encoder.device)
         self.model = data_parallel(self.encoder, self.encoder.device)
         self.optimizer = optimizer_for(self.encoder, self.loss_fn, config)
         # fused AdamW bumps no version counter: say each step changed the weights

@@ -5,6 +5,9 @@ processes (train/distributed.py) so that every process sees the global batch.
 logits = cos(v_x, v_y) * exp(tau); loss = (CE over rows + CE over columns) / 2.
 Hard negatives are extra columns of the rows (negatives for every x), not extra rows.
 Pairs that share an identical x or y text mask each other (they are not negatives).
+With `false_negative_margin` set, the model itself guides (GISTEmbed's idea, the model as
+its own guide): a negative it scores above the positive minus the margin (in cosine) is
+taken for an unlabeled positive and masked too.
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ class ContrastiveLoss(nn.Module):
     """Symmetric in-batch contrastive loss with learned (or fixed) temperature."""
 
     def __init__(
-        self, tau_init: float = TAU_INIT, tau_max: float = TAU_MAX, learn_tau: bool = True
+        self,
+        tau_init: float = TAU_INIT,
+        tau_max: float = TAU_MAX,
+        learn_tau: bool = True,
+        false_negative_margin: float | None = None,
     ) -> None:
         super().__init__()
         self.tau = nn.Parameter(torch.tensor(float(tau_init)), requires_grad=learn_tau)
         self.tau_max = tau_max
+        self.false_negative_margin = false_negative_margin
 
     @property
     def scale(self) -> torch.Tensor:
@@ -70,5 +78,16 @@ class ContrastiveLoss(nn.Module):
             same.fill_diagonal_(False)
             rows[:, :m] = rows[:, :m].masked_fill(same, float("-inf"))
             cols = cols.masked_fill(same, float("-inf"))
+        if self.false_negative_margin is not None:
+            rows = rows.masked_fill(self._suspects(rows.detach() / scale), float("-inf"))
+            cols = cols.masked_fill(self._suspects(cols.detach() / scale), float("-inf"))
         target = torch.arange(m, device=x.device)
         return (F.cross_entropy(rows, target) + F.cross_entropy(cols, target)) / 2
+
+    def _suspects(self, cosines: torch.Tensor) -> torch.Tensor:
+        """Negatives scored above their row's positive (cosines[i, i]) minus the margin."""
+        m = len(cosines)
+        positive = cosines[:, :m].diagonal()
+        suspect = cosines > (positive - self.false_negative_margin)[:, None]
+        suspect[:, :m].fill_diagonal_(False)
+        return suspect

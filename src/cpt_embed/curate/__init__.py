@@ -1,0 +1,1 @@
+"""Curation of mined pairs: consistency filtering and hard negatives (data quality)."""
