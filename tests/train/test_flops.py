@@ -109,3 +109,12 @@ def test_cpu_peak_is_measured():
 def test_measured_peak_is_a_plausible_rate():
     peak = flops.measured_peak(torch.device("cpu"), torch.float32, size=256)
     assert 1e8 < peak < 1e14
+
+
+def test_measuring_the_peak_draws_nothing_from_the_global_generator():
+    """A resumed process measures its peak on its first log line, mid-run: drawing from the
+    global generator there gave it other dropout masks than the uninterrupted run's."""
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    flops.measured_peak(torch.device("cpu"), torch.float32, size=64)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -69,9 +69,13 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
 
 
 def measured_peak(device: torch.device, dtype: torch.dtype, size: int = 2048) -> float:
-    """FLOP/s of a square matrix product at this size, best of a few (about 0.2 s on CPU)."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    """FLOP/s of a square matrix product at this size, best of a few (about 0.2 s on CPU).
+    Its operands come from a generator of its own: drawing them from the global one, on the
+    first log line of a process, gave a resumed run other dropout masks than the run it
+    continues."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
     best = float("inf")
     for _ in range(4):
         if device.type == "cuda":
