@@ -99,34 +99,30 @@ def run_name(arm: str, seed: int) -> str:
     return arm.replace(" + ", "+").replace(" ", "-") + f"-seed{seed}"
 
 
-def train_arms(out: Path, args: argparse.Namespace) -> dict[str, Path]:
-    """Every arm x seed, `--steps` steps of `--batch` pairs; the model folders."""
-    models = {}
-    for arm, (data, field, margin) in ARMS.items():
-        for seed in args.seeds:
-            name = run_name(arm, seed)
-            folder = out / "runs" / name
-            final = folder / "model"
-            if not (final / "cpt_config.json").is_file():
-                config = TrainConfig(
-                    model=args.model,
-                    data=[str(out / data)],
-                    output=str(folder),
-                    batch_size=args.batch,
-                    max_steps=args.steps,
-                    max_length=args.max_length,
-                    lr=args.lr,
-                    dtype="bfloat16",
-                    hard_negatives=field,
-                    false_negative_margin=margin,
-                    seed=seed,
-                    save_every=max(args.steps // 4, 1),
-                    log_every=5,
-                    resume=folder.exists(),
-                )
-                final = train(config)
-            models[name] = final
-    return models
+def train_arm(out: Path, arm: str, seed: int, args: argparse.Namespace) -> Path:
+    """One arm x seed, `--steps` steps of `--batch` pairs (resumed if interrupted); the
+    model folder."""
+    data, field, margin = ARMS[arm]
+    folder = out / "runs" / run_name(arm, seed)
+    if (folder / "model" / "cpt_config.json").is_file():
+        return folder / "model"
+    config = TrainConfig(
+        model=args.model,
+        data=[str(out / data)],
+        output=str(folder),
+        batch_size=args.batch,
+        max_steps=args.steps,
+        max_length=args.max_length,
+        lr=args.lr,
+        dtype="bfloat16",
+        hard_negatives=field,
+        false_negative_margin=margin,
+        seed=seed,
+        save_every=max(args.steps // 4, 1),
+        log_every=5,
+        resume=folder.exists(),
+    )
+    return train(config)
 
 
 def scores(model: str | Path, args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
@@ -138,7 +134,7 @@ def scores(model: str | Path, args: argparse.Namespace, data_dir: Path) -> dict[
     encoder = Encoder.load(str(model), max_length=args.eval_max_length)
     report = evaluate(encoder, TASKS, data_dir, cache_dir=default_cache_dir())
     by_task = {r.task: r.scores for r in report.results}
-    row = {label: 100 * by_task[task][metric] for task, metric, label in COLUMNS}
+    row = {label: by_task[task][metric] for task, metric, label in COLUMNS}  # in percent
     result_file.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(result_file, "w") as handle:
         json.dump(row, handle, indent=2)
@@ -153,7 +149,9 @@ def table(start: dict[str, float], runs: dict[str, dict[str, float]], seeds: lis
         "| all-MiniLM-L6-v2 (start) | " + " | ".join(f"{start[c]:.2f}" for c in labels) + " |"
     )
     for arm in ARMS:
-        per_seed = [runs[run_name(arm, s)] for s in seeds]
+        per_seed = [runs[run_name(arm, s)] for s in seeds if run_name(arm, s) in runs]
+        if not per_seed:
+            continue
         cells = [
             f"{mean(r[c] for r in per_seed):.2f} ({', '.join(f'{r[c]:.2f}' for r in per_seed)})"
             for c in labels
@@ -177,14 +175,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-length", type=int, default=128, help="tokens per text, training")
     parser.add_argument("--eval-max-length", type=int, default=256)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     args = parser.parse_args(argv)
     out = args.out
     sample(args.mined, out, args.pairs, args.per_repo, seed=0)
     curate(out, args)
-    models = train_arms(out, args)
     data_dir = find_data_dir()
     start = scores(args.model, args, data_dir)
-    runs = {name: scores(path, args, data_dir) for name, path in models.items()}
+    runs = {}
+    for arm in args.arms:  # each model evaluated as soon as it is trained
+        for seed in args.seeds:
+            model = train_arm(out, arm, seed, args)
+            runs[run_name(arm, seed)] = scores(model, args, data_dir)
     text = table(start, runs, args.seeds)
     with atomic_file(out / "results.json", "w") as handle:
         json.dump(
