@@ -30,6 +30,14 @@ NOT_UTF8 = {
     "binary_blob": random.Random(0).randbytes(4096),
 }
 DEEP_JSON = b"[" * 100_000 + b"\n"  # RecursionError in json.loads
+# one function `cpt pairs code` mines a pair from
+PY_FUNCTION = (
+    "def add_one(value):\n"
+    '    """Return the value plus one, for counting things."""\n'
+    "    result = value + 1\n"
+    "    print(result)\n"
+    "    return result\n"
+)
 UNICODE_NAME = "dir with space/données ✓"  # + a suffix
 
 
@@ -106,6 +114,20 @@ def deadline(seconds: int) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def no_model_load(monkeypatch) -> Iterator[None]:
+    """Within the block, loading a model or a tokenizer fails the test: a command must check
+    its inputs before it loads one."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model or tokenizer loaded before the inputs were checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("cpt_embed.model.Encoder.load", refuse)
+        patch.setattr("transformers.AutoTokenizer.from_pretrained", refuse)
+        yield
 
 
 def one_line_error(result, *names: str) -> str:

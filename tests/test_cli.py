@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from cpt_embed import Encoder
+from cpt_embed import Encoder, __version__
 from cpt_embed.cli import app
 from cpt_embed.data.vectors import read_vectors
 
@@ -94,3 +96,18 @@ def test_help_lists_commands_and_options():
     for option in ("--output", "--model", "--field", "--side", "--batch-size", "--dtype"):
         assert option in result.output
     assert _run("--version").output.startswith("cpt-embed ")
+
+
+def test_the_cpt_process_ends_with_its_output_and_exit_code(inputs):
+    """The process leaves without the interpreter's teardown: what it wrote to a pipe (block
+    buffered) still arrives, and the exit code is the command's."""
+    cpt = [sys.executable, "-m", "cpt_embed.cli"]
+    done = subprocess.run([*cpt, "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"cpt-embed {__version__}\n")
+    done = subprocess.run(
+        [*cpt, "embed", str(inputs / "no.txt"), "-o", str(inputs / "o.npy")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: "), done.stderr

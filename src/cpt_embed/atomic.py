@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from cpt_embed.errors import CptError
+from cpt_embed.errors import CptError, InputError
 
 # mkstemp/mkdtemp create private (0600/0700) entries; give results the usual permissions.
 _UMASK = os.umask(0)
@@ -43,6 +43,18 @@ class NoSpaceError(CptError, OSError):
             f"cannot write{where}: {reason}; free some space or choose another --output"
         )
         self.errno = errno.ENOSPC
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--output") -> Path:
+    """`path`, where a file can be written (checked before any work): no folder in its
+    place, and no file where its path needs a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder; pass a file name to {option}")
+    above = next(p for p in path.parents if p.exists())
+    if not above.is_dir():
+        raise InputError(f"{above}: a file, so {path} cannot be written; pass another {option}")
+    return path
 
 
 def no_space_error(err: OSError) -> NoSpaceError | None:

@@ -15,6 +15,7 @@ from bad_inputs import (
     DEEP_JSON,
     NOT_UTF8,
     PROSE,
+    PY_FUNCTION,
     UNICODE_NAME,
     deadline,
     gzip_truncated,
@@ -35,13 +36,6 @@ from cpt_embed.errors import InputError
 
 runner = CliRunner()
 GOOD_DOC = PROSE * 6
-PY_FUNCTION = (
-    "def add_one(value):\n"
-    '    """Return the value plus one, for counting things."""\n'
-    "    result = value + 1\n"
-    "    print(result)\n"
-    "    return result\n"
-)
 
 
 def _pairs(kind: str, sources: list[Path], out: Path, *extra: str, tokenizer: Path | None = None):
@@ -184,6 +178,7 @@ def test_pairs_bad_exclusion_set_is_one_line(name, data, reason, tiny_bert, tmp_
     """--exclude files: a damaged evaluation set used to fail with a bare json or
     UnicodeDecodeError message that named no file."""
     write(tmp_path / "corpus" / "good.txt", GOOD_DOC)
+    write(tmp_path / "corpus" / "good.py", PY_FUNCTION)
     bad = write(tmp_path / name, data)
     for kind in ("text", "code"):
         result = _pairs(

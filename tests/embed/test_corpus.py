@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +19,7 @@ from cpt_embed import Encoder
 from cpt_embed.cli import app
 from cpt_embed.data.vectors import read_vectors
 from cpt_embed.embed import corpus as module
-from cpt_embed.embed.corpus import MANIFEST, EmbedSettings, embed_shards
+from cpt_embed.embed.corpus import MANIFEST, EmbedSettings, embed_file, embed_shards
 from cpt_embed.errors import InputError
 
 SHARDS = {
@@ -167,3 +168,25 @@ def test_cli_embeds_shards_into_a_folder_and_resumes(tiny_bert, corpus, tmp_path
         assert "Traceback" not in result.output
     result = runner.invoke(app, ["embed", str(corpus), "-o", str(tmp_path / "x.npy")])
     assert result.exit_code == 2 and "pass a folder (no suffix) as -o" in result.output
+
+
+def test_a_run_counts_the_seconds_its_progress_bar_counts_not_the_model_load(
+    tiny_bert, corpus, tmp_path, monkeypatch
+):
+    """`cpt embed` prints texts/s over EmbedRun.seconds beside the bar's rate: the model's
+    load (here a clock that jumps an hour meanwhile) is in neither."""
+    load, clock, hours = module.load_encoder, time.perf_counter, [0]
+
+    def slow_load(*args, **kwargs):
+        hours[0] += 1
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(module, "load_encoder", slow_load)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock() + 3600 * hours[0])
+    (tmp_path / "texts.txt").write_text("one\ntwo\n", encoding="utf-8")
+    settings = _settings(tiny_bert, field="text", id_field=None)
+    one = embed_file(tmp_path / "texts.txt", tmp_path / "v.npy", settings)
+    shards = embed_shards([corpus], tmp_path / "out", _settings(tiny_bert))
+    assert hours == [2]
+    assert one.texts == 2 and one.seconds < 3600
+    assert shards.texts == 15 and shards.seconds < 3600

@@ -27,6 +27,7 @@ from bad_inputs import (
 from typer.testing import CliRunner
 
 from cpt_embed.cli import app
+from cpt_embed.data.vectors import read_vectors
 
 runner = CliRunner()
 
@@ -112,11 +113,12 @@ def test_embed_a_path_that_cannot_be_opened_is_one_line(what, tiny_bert, tmp_pat
 
 
 def test_embed_odd_but_valid_files(tiny_bert, tmp_path):
-    """Empty files give no vectors; a UTF-8 byte order mark is dropped; spaces and
+    """Empty files are shards without vectors (alone, one is an error: see
+    tests/test_cli_bad_inputs.py); a UTF-8 byte order mark is dropped; spaces and
     non-ASCII characters in paths are fine; symlink loops in a shard folder are skipped."""
+    write(tmp_path / "in" / "empty.txt", b"")
+    write(tmp_path / "in" / "empty-gz.jsonl.gz", gzip.compress(b""))
     cases = {
-        "empty.txt": (b"", []),
-        "empty-gz.jsonl.gz": (gzip.compress(b""), []),
         "bom.txt": ("\ufeffhello\n".encode(), ["hello"]),
         f"{UNICODE_NAME}.txt": (b"hello\n", ["hello"]),
     }
@@ -133,6 +135,7 @@ def test_embed_odd_but_valid_files(tiny_bert, tmp_path):
     result = _embed(str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(tiny_bert))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / f"{UNICODE_NAME}.parquet").is_file()
+    assert len(read_vectors(tmp_path / "out" / "empty-gz.parquet")[1]) == 0
 
 
 def test_embed_one_100_mb_line(tiny_bert, tmp_path):

@@ -1,5 +1,5 @@
 """The periodic-evaluation callback training is given: the scores `evaluate` gives, by
-task; a bad task or data folder is the usual error, when it runs."""
+task; a bad task or data folder is the usual error, when it is built."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ def test_the_callback_scores_the_encoder_as_evaluate_does(tiny_bert, mini_data):
     assert list(scores) == ["stsb", "sickr"]
 
 
-def test_a_bad_task_or_data_folder_is_an_error_when_it_runs(tiny_bert, tmp_path):
-    encoder = Encoder.load(tiny_bert, device="cpu")
-    missing = periodic_evaluation("stsb", data_dir=tmp_path / "nowhere")  # nothing read yet
+def test_a_bad_task_or_data_folder_is_an_error_before_training(tmp_path, monkeypatch):
+    """Built, not first called: `cpt train` builds it before the model loads, so a typo is
+    not found eval_every steps into the run."""
     with pytest.raises(InputError, match="not found; pass --data DIR"):
-        missing(encoder)
+        periodic_evaluation("stsb", data_dir=tmp_path / "nowhere")
     with pytest.raises(InputError, match="unknown task 'stsbb'"):
-        periodic_evaluation("stsbb", data_dir=tmp_path)(encoder)
+        periodic_evaluation("stsbb", data_dir=tmp_path)
+    with pytest.raises(InputError, match=r"sts/stsb/test.tsv: missing, and task stsb reads it"):
+        periodic_evaluation("stsb", data_dir=tmp_path)
+    monkeypatch.setenv("RANK", "1")  # a process that never evaluates needs no data
+    periodic_evaluation("stsb", data_dir=tmp_path / "nowhere")

@@ -1,5 +1,7 @@
 """The search page in headless Chromium (Debian's chromium + chromedriver, via selenium):
-type a query, see the hits; a screenshot lands in docs/search-page.png when asked for."""
+type a query, see the hits with the query's whole words marked; the search is in the
+page's address (?q=...), so a link runs it and back and forward step through searches. A
+screenshot lands in docs/search-page.png when asked for."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from highlighting import CASES
 from servers import served
 
 from cpt_embed.search.build import build_index
@@ -21,17 +24,12 @@ if not (shutil.which("chromium") and shutil.which("chromedriver")):
     )
 
 REPO = Path(__file__).resolve().parents[2]
+MOVING = "Either the folder or the old file is moved; the older copy is deleted.\n"
+COOKING = "Boil the water, then fold the dough and bake it.\n"
 
 
-def test_the_page_shows_hits_for_a_typed_query(encoder, tmp_path):
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    build_index(
-        [REPO / "src" / "cpt_embed" / "search"], tmp_path / "idx", encoder, model_name="default"
-    )
-    app = create_app(encoder, "default", searcher=Searcher(tmp_path / "idx", encoder, "default"))
+@pytest.fixture(scope="module")
+def browser():
     options = webdriver.ChromeOptions()
     for flag in (
         "--headless=new",
@@ -41,22 +39,117 @@ def test_the_page_shows_hits_for_a_typed_query(encoder, tmp_path):
     ):
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
+    driver = webdriver.Chrome(options=options, service=service)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def notes_url(encoder, tmp_path_factory):
+    """The page over an index of two notes: markdown about files, text about cooking."""
+    notes = tmp_path_factory.mktemp("notes")
+    (notes / "moving.md").write_text(f"# Moving files\n\n{MOVING}", encoding="utf-8")
+    (notes / "cooking.txt").write_text(COOKING, encoding="utf-8")
+    index = notes.parent / f"{notes.name}-index"
+    build_index([notes], index, encoder, model_name="default")
+    with served(
+        create_app(encoder, "default", searcher=Searcher(index, encoder, "default"))
+    ) as url:
+        yield url
+
+
+def _shown(browser) -> tuple[str, str, list[str]]:
+    """The query box, the language box and the hits' file names, read at one moment."""
+    return tuple(
+        browser.execute_script(
+            "return [document.getElementById('query').value,"
+            " document.getElementById('lang').value,"
+            " [...document.querySelectorAll('.hit .where')]"
+            ".map(e => e.textContent.split(':')[0].split('/').pop())]"
+        )
+    )
+
+
+def _wait_for(browser, shown: tuple[str, str, list[str]]) -> None:
+    """Wait until the search of `shown`'s query has answered, then compare all of it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    answered = (
+        "return document.getElementById('query').value === arguments[0]"
+        " && / hits in /.test(document.getElementById('status').textContent)"
+    )
+    WebDriverWait(browser, 30).until(lambda _: browser.execute_script(answered, shown[0]))
+    assert _shown(browser) == shown
+
+
+def _search(browser, query: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    box = browser.find_element(By.ID, "query")
+    box.clear()
+    box.send_keys(query)
+    browser.find_element(By.TAG_NAME, "button").click()
+
+
+def test_the_page_shows_hits_for_a_typed_query(encoder, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    build_index(
+        [REPO / "src" / "cpt_embed" / "search"], tmp_path / "idx", encoder, model_name="default"
+    )
+    app = create_app(encoder, "default", searcher=Searcher(tmp_path / "idx", encoder, "default"))
     with served(app) as url:
-        browser = webdriver.Chrome(options=options, service=service)
-        try:
-            browser.get(f"{url}/")
-            box = browser.find_element(By.ID, "query")
-            box.send_keys("split a markdown file into sections at its headings")
-            browser.find_element(By.TAG_NAME, "button").click()
-            WebDriverWait(browser, 30).until(
-                expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".hit"))
-            )
-            hits = browser.find_elements(By.CSS_SELECTOR, ".hit")
-            assert len(hits) == 10
-            assert "search/chunks.py" in hits[0].find_element(By.CLASS_NAME, "where").text
-            assert "_sections" in hits[0].text
-            assert browser.find_elements(By.TAG_NAME, "mark")  # the query's words highlighted
-            if os.environ.get("CPT_SCREENSHOT"):
-                browser.save_screenshot(os.environ["CPT_SCREENSHOT"])
-        finally:
-            browser.quit()
+        browser.get(f"{url}/")
+        _search(browser, "split a markdown file into sections at its headings")
+        WebDriverWait(browser, 30).until(
+            expected_conditions.presence_of_element_located((By.CSS_SELECTOR, ".hit"))
+        )
+        hits = browser.find_elements(By.CSS_SELECTOR, ".hit")
+        assert len(hits) == 10
+        assert "search/chunks.py" in hits[0].find_element(By.CLASS_NAME, "where").text
+        assert "_sections" in hits[0].text
+        assert browser.find_elements(By.TAG_NAME, "mark")  # the query's words highlighted
+        if os.environ.get("CPT_SCREENSHOT"):
+            browser.save_screenshot(os.environ["CPT_SCREENSHOT"])
+
+
+def test_highlighting_in_the_browser(browser, notes_url):
+    browser.get(f"{notes_url}/")
+    marked = browser.execute_script(
+        "return arguments[0].map(([text, query]) => highlight(text, termPattern(query)))",
+        [[text, query] for text, query, _ in CASES],
+    )
+    assert marked == [expected for _, _, expected in CASES]
+
+
+def test_a_search_marks_whole_words_and_goes_into_the_address(browser, notes_url):
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{notes_url}/")
+    _search(browser, "the old folder")
+    _wait_for(browser, ("the old folder", "", ["moving.md", "cooking.txt"]))
+    assert browser.current_url == f"{notes_url}/?q=the+old+folder"
+    assert [mark.text for mark in browser.find_elements(By.TAG_NAME, "mark")] == ["folder", "old"]
+    shown = browser.find_element(By.CSS_SELECTOR, ".hit pre").get_attribute("innerHTML")
+    assert "Either the <mark>folder</mark> or the <mark>old</mark> file" in shown
+    assert "the older copy" in shown
+
+
+def test_an_address_runs_its_search_and_back_and_forward_step_through(browser, notes_url):
+    browser.get(f"{notes_url}/?q=boil+water")
+    _wait_for(browser, ("boil water", "", ["cooking.txt", "moving.md"]))
+    browser.get(f"{notes_url}/?q=boil+water&lang=markdown")
+    _wait_for(browser, ("boil water", "markdown", ["moving.md"]))
+    _search(browser, "old folder")
+    _wait_for(browser, ("old folder", "markdown", ["moving.md"]))
+    assert browser.current_url == f"{notes_url}/?q=old+folder&lang=markdown"
+    browser.back()
+    _wait_for(browser, ("boil water", "markdown", ["moving.md"]))
+    browser.back()
+    _wait_for(browser, ("boil water", "", ["cooking.txt", "moving.md"]))
+    browser.forward()
+    browser.forward()
+    _wait_for(browser, ("old folder", "markdown", ["moving.md"]))
+    assert browser.current_url == f"{notes_url}/?q=old+folder&lang=markdown"

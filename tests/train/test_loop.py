@@ -423,7 +423,8 @@ def test_the_pair_stream_gives_the_step_its_records_would(
 ):
     """run() on the cached token ids of the stream's first batch logs the loss (and makes
     the update) that train_step makes on that batch's records tokenized afresh."""
-    from cpt_embed.train.data import PairStore, batches, pair_stream, parse_sources
+    from cpt_embed.train.data import PairStore, batches, pair_stream
+    from cpt_embed.train.sources import parse_sources
 
     monkeypatch.setenv("CPT_CACHE", str(tmp_path / "cache"))
     config = _config(tiny_bert_no_dropout, pairs_file, tmp_path / "stream", max_steps=1)

@@ -16,7 +16,8 @@ from cpt_embed import Encoder
 from cpt_embed.errors import InputError
 from cpt_embed.model.tokenize import DelimitedTokenizer
 from cpt_embed.train import tokens as tokens_module
-from cpt_embed.train.data import PairStore, Source
+from cpt_embed.train.data import PairStore
+from cpt_embed.train.sources import Source
 from cpt_embed.train.tokens import cache_folder, key_of, tokenized, tokenizer_fingerprint
 
 
@@ -270,7 +271,7 @@ def test_a_lone_surrogate_is_named_with_its_file_and_record(tokens, tmp_path, ca
 
 @pytest.mark.parametrize("weight", ["nan", "inf"])
 def test_a_weight_must_be_a_finite_number(tmp_path, weight):
-    from cpt_embed.train.data import parse_sources
+    from cpt_embed.train.sources import parse_sources
 
     path = _write(tmp_path / "pairs.jsonl", _records(2))
     with pytest.raises(InputError, match="weight"):

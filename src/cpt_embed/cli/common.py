@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, TypeVar
@@ -80,8 +81,14 @@ def user_errors(func: F) -> F:
 
 
 def quiet_transformers() -> None:
-    """No transformers warnings or progress bars on the terminal: ours say what happens."""
-    import transformers
+    """No transformers warnings or progress bars on the terminal: ours say what happens.
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    Said through the environment, which transformers reads as it loads, so that a command
+    whose input is wrong fails before importing it (a user's own setting stays)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # loaded already: by an earlier command in this process
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()

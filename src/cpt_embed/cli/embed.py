@@ -108,10 +108,15 @@ def embed(
         show_progress=True,
     )
     rate = run.texts / run.seconds if run.seconds > 0 else float("inf")
-    if is_shard_folder(output):
+    shards = is_shard_folder(output)
+    timing = (
+        f"{rate:,.0f} texts/s, as the progress bar counts them: {run.seconds:.2f} s of "
+        f"{'reading, ' if shards else ''}encoding and writing, the model's load not counted"
+    )
+    if shards:
         say(
             f"embedded {run.texts:,} texts in {run.shards - run.skipped} shards to {output} "
-            f"({run.skipped} done before; {rate:,.0f} texts/s)"
+            f"({run.skipped} done before; {timing})"
         )
     else:
-        say(f"wrote {run.texts} x {run.dim} embeddings to {output} ({rate:,.0f} texts/s)")
+        say(f"wrote {run.texts} x {run.dim} embeddings to {output} ({timing})")

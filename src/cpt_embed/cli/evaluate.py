@@ -86,15 +86,21 @@ def eval_(
     from cpt_embed.eval import evaluate, select_tasks
     from cpt_embed.eval.cache import default_cache_dir
     from cpt_embed.eval.data import find_data_dir
-    from cpt_embed.eval.report import markdown as to_markdown
+    from cpt_embed.eval.report import check_outputs, print_table, write_json, write_markdown
     from cpt_embed.eval.report import plot as draw_plot
-    from cpt_embed.eval.report import print_table, write_json
-    from cpt_embed.model import Encoder
+    from cpt_embed.eval.suite import check_models, check_task_data
 
     chosen = select_tasks(tasks)
     data_dir = find_data_dir(data)
+    check_task_data(chosen, data_dir)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    report_path = output or Path("results") / f"eval-{stamp}.json"
+    check_outputs(report_path, plot, markdown)
+    check_models(model)
     cache = None if no_cache else (cache_dir or default_cache_dir())
     quiet_transformers()
+    from cpt_embed.model import Encoder  # torch: after every check above
+
     reports = []
     for name in model:
         err_console.print(f"[bold]{name}[/]: {len(chosen)} tasks on {data_dir}", highlight=False)
@@ -122,10 +128,8 @@ def eval_(
         report.model = report.settings["model"] = name
         reports.append(report)
     print_table(reports, Console())
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    say(f"wrote {write_json(reports, output or Path('results') / f'eval-{stamp}.json')}")
+    say(f"wrote {write_json(reports, report_path)}")
     if plot:
         say(f"wrote {draw_plot(reports, plot)}")
     if markdown:
-        markdown.write_text(to_markdown(reports), encoding="utf-8")
-        say(f"wrote {markdown}")
+        say(f"wrote {write_markdown(reports, markdown)}")

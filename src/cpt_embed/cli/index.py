@@ -78,12 +78,14 @@ def index_build(
     documents, and write a FAISS + SQLite index (atomically); or, with --from-embeddings,
     index vectors embedded before (millions: stream them with --kind ivfpq)."""
     from cpt_embed.errors import InputError
-    from cpt_embed.model import Encoder
-    from cpt_embed.search.build import build_index, build_index_from_embeddings
+    from cpt_embed.search.build import build_index, build_index_from_embeddings, check_build
 
     if from_embeddings and exclude:
         raise InputError("--exclude picks files to embed; it does not apply to --from-embeddings")
+    check_build(paths, output, from_embeddings=from_embeddings)
     quiet_transformers()
+    from cpt_embed.model import Encoder
+
     encoder = Encoder.load(model, device=device)
     if from_embeddings:
         report = build_index_from_embeddings(
@@ -108,12 +110,13 @@ def index_update(
     device: DeviceOption = None,
 ) -> None:
     """Re-index the index's folders: embed changed and new files only, drop deleted ones."""
-    from cpt_embed.model import Encoder
-    from cpt_embed.search.build import update_index
-    from cpt_embed.search.store import read_manifest
+    from cpt_embed.search.build import check_update, update_index
 
+    manifest = check_update(index)
     quiet_transformers()
-    name = model or read_manifest(index)["model"]
+    from cpt_embed.model import Encoder
+
+    name = model or manifest["model"]
     encoder = Encoder.load(name, device=device)
     _print_index_report(update_index(index, encoder, name))
 
@@ -137,14 +140,18 @@ def search(
 
     from rich.text import Text
 
-    from cpt_embed.model import Encoder
     from cpt_embed.search.query import Searcher, hits_to_dicts
     from cpt_embed.search.store import read_manifest
 
+    manifest = read_manifest(index)
     quiet_transformers()
-    name = model or read_manifest(index)["model"]
+    from cpt_embed.model import Encoder
+    from cpt_embed.model.runtime.devices import cpu_threads
+
+    name = model or manifest["model"]
     searcher = Searcher(index, Encoder.load(name), name)
-    hits = searcher.search(query, k, language=lang, path_glob=path_glob)
+    with cpu_threads(1):  # one query: see embed/corpus.py's ONE_THREAD_CHARS
+        hits = searcher.search(query, k, language=lang, path_glob=path_glob)
     if as_json:
         print(json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1))
         return

@@ -117,6 +117,7 @@ def pairs_code(
     tree-sitter; .gitignore respected, vendor/build/test folders and test functions skipped."""
     from cpt_embed.data.code_pairs import LANGUAGES, CodeFilter
     from cpt_embed.data.mine import code_exclusions, mine_code
+    from cpt_embed.data.sources import check_code_sources
     from cpt_embed.errors import InputError
     from cpt_embed.eval.held_out import held_out_code, held_out_code_sets
 
@@ -124,6 +125,7 @@ def pairs_code(
     unknown = [x for x in chosen or [] if x not in LANGUAGES]
     if unknown:
         raise InputError(f"unknown language {unknown[0]!r}; use {', '.join(LANGUAGES)}")
+    check_code_sources(sources, chosen)
     sets: list[tuple[Path, str | None]] = [(p, None) for p in exclude or []]
     if exclude_eval:
         sets += held_out_code_sets(_eval_data_dir())
@@ -175,14 +177,16 @@ def pairs_text(
 ) -> None:
     """Neighbouring-passage pairs from .txt/.md/.rst files, .jsonl or .parquet records
     (optionally .gz); documents split on paragraph and sentence boundaries."""
-    from transformers import AutoTokenizer
-
     from cpt_embed.data.mine import mine_text, text_exclusions
+    from cpt_embed.data.sources import check_text_sources
     from cpt_embed.data.text_pairs import TextFilter
     from cpt_embed.eval.held_out import held_out_text_sets, held_out_texts
     from cpt_embed.model.resolve import resolve_model
 
+    check_text_sources(sources, field, output)
     quiet_transformers()
+    from transformers import AutoTokenizer
+
     tok = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
 
     def count_tokens(texts: list[str]) -> list[int]:

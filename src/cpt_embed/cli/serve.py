@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from cpt_embed.cli.common import DeviceOption, ModelOption, quiet_transformers, say, user_errors
-from cpt_embed.serve.process import restart_with_server_env
 
 
 @user_errors
@@ -57,6 +56,15 @@ def serve(
 ) -> None:
     """Serve the model over HTTP: OpenAI-compatible POST /v1/embeddings, POST /v1/search,
     GET /health, GET /metrics, and a search page at /."""
+    from cpt_embed.model.resolve import resolve_model
+    from cpt_embed.serve.process import check_port, restart_with_server_env
+
+    check_port(host, port)
+    resolve_model(model)  # a wrong name or path fails before the restart and torch
+    if index is not None:
+        from cpt_embed.search.store import read_manifest
+
+        read_manifest(index)
     restart_with_server_env([sys.executable, "-m", "cpt_embed.cli", *sys.argv[1:]])
     import uvicorn
 

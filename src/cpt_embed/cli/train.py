@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,23 @@ from typing import Annotated
 import typer
 
 from cpt_embed.cli.common import DeviceOption, quiet_transformers, say, user_errors
+from cpt_embed.train.config import TrainConfig
+
+# A flag left out takes the config file's value, else TrainConfig's: its options default to
+# None, and their help shows what TrainConfig gives.
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
+
+
+def _default(name: str, text: str) -> str:
+    """`text` followed by TrainConfig's default of `name`, as click shows a default."""
+    value = _DEFAULTS[name]
+    if isinstance(value, bool):
+        shown = "on" if value else "off"
+    elif isinstance(value, float):
+        shown = f"{value:.4g}"
+    else:
+        shown = str(value)
+    return f"{text}  [default: {shown}]"
 
 
 @user_errors
@@ -16,16 +34,24 @@ def train(
     config: Annotated[
         Path | None, typer.Argument(help="YAML file of settings; flags override it.")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Start point.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help=_default("model", "Start point."))
+    ] = None,
     data: Annotated[
         list[str] | None,
         typer.Option(help="Pair files, folders or globs; `path:weight` mixes sources. Repeatable."),
     ] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="Run folder.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Pairs per step (global).")] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help=_default("output", "Run folder."))
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=_default("batch_size", "Pairs per step (global)."))
+    ] = None,
     chunk_size: Annotated[
         int | None,
-        typer.Option(help="Texts per forward pass (gradient caching) on CPU (default 64)."),
+        typer.Option(
+            help=_default("chunk_size", "Texts per forward pass (gradient caching) on CPU.")
+        ),
     ] = None,
     chunk_tokens: Annotated[
         int | None,
@@ -46,26 +72,58 @@ def train(
         bool | None,
         typer.Option(
             "--packing/--no-packing",
-            help="Put a chunk's texts end to end in one row where the model allows it, so "
-            "that only attention sees padding (default: on).",
+            help=_default(
+                "packing",
+                "Put a chunk's texts end to end in one row where the model allows it, so "
+                "that only attention sees padding.",
+            ),
         ),
     ] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimiser steps.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    warmup: Annotated[float | None, typer.Option(help="Warm-up fraction of the steps.")] = None,
-    schedule: Annotated[str | None, typer.Option(help="linear, cosine or constant.")] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    grad_clip: Annotated[float | None, typer.Option(help="Max gradient norm.")] = None,
-    tau_init: Annotated[float | None, typer.Option(help="Initial tau (scale exp(tau)).")] = None,
-    tau_max: Annotated[float | None, typer.Option(help="Clamp of tau.")] = None,
-    learn_tau: Annotated[bool | None, typer.Option("--learn-tau/--fixed-tau")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Tokens per text.")] = None,
-    dtype: Annotated[str | None, typer.Option(help="float32 or bfloat16 (autocast).")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help=_default("max_steps", "Optimiser steps."))
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=_default("lr", "Peak learning rate."))] = None,
+    warmup: Annotated[
+        float | None, typer.Option(help=_default("warmup", "Warm-up fraction of the steps."))
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help=_default("schedule", "linear, cosine or constant."))
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=_default("weight_decay", "AdamW weight decay."))
+    ] = None,
+    grad_clip: Annotated[
+        float | None, typer.Option(help=_default("grad_clip", "Max gradient norm."))
+    ] = None,
+    tau_init: Annotated[
+        float | None, typer.Option(help=_default("tau_init", "Initial tau (logit scale exp(tau))."))
+    ] = None,
+    tau_max: Annotated[
+        float | None, typer.Option(help=_default("tau_max", "Clamp of tau."))
+    ] = None,
+    learn_tau: Annotated[
+        bool | None,
+        typer.Option(
+            "--learn-tau/--fixed-tau",
+            help=_default("learn_tau", "Learn the temperature, or keep it at --tau-init."),
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="Tokens per text (default: the model's own).")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help=_default("dtype", "float32 or bfloat16 (autocast)."))
+    ] = None,
     gradient_checkpointing: Annotated[
-        bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help=_default("gradient_checkpointing", "Recompute activations in the backward pass."),
+        ),
     ] = None,
     hard_negatives: Annotated[
-        str | None, typer.Option(help="Field of each pair holding a list of hard negatives.")
+        str | None,
+        typer.Option(help="Field of each pair holding a list of hard negatives (default: none)."),
     ] = None,
     false_negative_margin: Annotated[
         float | None,
@@ -74,16 +132,26 @@ def train(
             "margin (an unlabeled positive, likely); default off."
         ),
     ] = None,
-    shuffle_buffer: Annotated[int | None, typer.Option(help="Pairs in the shuffle buffer.")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
-    keep_last: Annotated[int | None, typer.Option(help="Checkpoints kept.")] = None,
-    log_every: Annotated[int | None, typer.Option(help="metrics.jsonl every N steps.")] = None,
+    shuffle_buffer: Annotated[
+        int | None, typer.Option(help=_default("shuffle_buffer", "Pairs in the shuffle buffer."))
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=_default("seed", "Seed of the data order and dropout."))
+    ] = None,
+    save_every: Annotated[
+        int | None, typer.Option(help=_default("save_every", "Checkpoint every N steps."))
+    ] = None,
+    keep_last: Annotated[
+        int | None, typer.Option(help=_default("keep_last", "Checkpoints kept."))
+    ] = None,
+    log_every: Annotated[
+        int | None, typer.Option(help=_default("log_every", "metrics.jsonl every N steps."))
+    ] = None,
     eval_every: Annotated[
-        int | None, typer.Option(help="Evaluate every N steps (0: never).")
+        int | None, typer.Option(help=_default("eval_every", "Evaluate every N steps (0: never)."))
     ] = None,
     eval_tasks: Annotated[
-        str | None, typer.Option(help="Tasks of the periodic evaluation.")
+        str | None, typer.Option(help=_default("eval_tasks", "Tasks of the periodic evaluation."))
     ] = None,
     device: DeviceOption = None,
     resume: Annotated[
@@ -93,10 +161,12 @@ def train(
     """Contrastive pre-training of an Encoder on (x, y) pairs: symmetric in-batch loss with a
     learned temperature, large batches by gradient caching, several processes via torchrun."""
     values = {k: v for k, v in locals().items() if k not in ("config", "resume")}
-    from cpt_embed.train.config import TrainConfig
+    settings = TrainConfig.load(config, **values, resume=resume or None)
+    from cpt_embed.train.sources import parse_sources
+
+    parse_sources(settings.data)  # before torch loads: a wrong path answers at once
     from cpt_embed.train.loop import train as run_training
 
-    settings = TrainConfig.load(config, **values, resume=resume or None)
     evaluation = None
     if settings.eval_every:
         from cpt_embed.eval.periodic import periodic_evaluation

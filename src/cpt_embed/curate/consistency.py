@@ -10,7 +10,6 @@ equal texts count once, and a duplicate of the positive counts as the positive.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 
 from cpt_embed.curate.output import GroupCounts
@@ -28,6 +27,8 @@ def check_filter_settings(top_k: int, pool: int) -> None:
 
 def _block_hits(pairs: PairSet, rows: np.ndarray, top_k: int) -> np.ndarray:
     """For the pairs `rows` (one block): whether each y is among its x's top_k documents."""
+    import faiss
+
     keys, first = np.unique(pairs.y_keys[rows], return_index=True)
     index = faiss.IndexFlatIP(pairs.y.shape[1])
     index.add(np.ascontiguousarray(pairs.y[rows[first]]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from cpt_embed.curate.output import GroupCounts
@@ -78,6 +77,8 @@ def mine_negatives(
 ) -> tuple[list[list[int] | None], dict[str, GroupCounts]]:
     """For each pair, `settings.num` corpus indices (None when too few candidates pass),
     and the counts per group."""
+    import faiss
+
     settings.check()
     index = faiss.IndexFlatIP(corpus.vectors.shape[1])
     index.add(np.ascontiguousarray(corpus.vectors, dtype=np.float32))

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -22,9 +23,11 @@ from cpt_embed.data.code_pairs import normalized_hash
 from cpt_embed.data.readers import read_texts
 from cpt_embed.data.shards import MANIFEST, pair_files, read_shard
 from cpt_embed.errors import InputError
-from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.paths import cache_root
+
+if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
+    from cpt_embed.model import Encoder
 
 BLOCK = 4096
 
@@ -72,6 +75,17 @@ def _checked(record: dict, path: Path, row: int) -> tuple[str, str]:
             "of `cpt pairs code|text` or records shaped like it"
         )
     return x, y
+
+
+def check_pairs(source: Path) -> list[Path]:
+    """The pair files of `source`, checked before the model loads: there is a first pair,
+    and it has the string fields x and y."""
+    files = pair_files(source)
+    for path in files:
+        for row, record in enumerate(read_shard(path)):
+            _checked(record, path, row)
+            return files
+    raise InputError(f"{source}: no pairs to curate; pass the output of cpt pairs code|text")
 
 
 def _count(files: list[Path], source: Path) -> int | None:
@@ -174,20 +188,26 @@ def group_rows(groups: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         yield int(groups[rows[0]]), rows
 
 
+def corpus_texts(path: Path, field: str = "text") -> list[str]:
+    """The texts of a corpus file (.txt, .jsonl, .parquet: data/readers.py), at least one."""
+    texts = read_texts(path, field=field).texts
+    if not texts:
+        raise InputError(f"{path}: no texts to mine negatives from; pass a corpus with texts")
+    return texts
+
+
 def embed_documents(
     path: Path,
+    texts: list[str],
     encoder: Encoder,
     *,
     field: str = "text",
     batch_size: int = 128,
     dtype: str = "auto",
     show_progress: bool = True,
-) -> tuple[list[str], np.ndarray, list[str]]:
-    """The texts of a corpus file (.txt, .jsonl, .parquet: data/readers.py), their document
-    vectors (cached like the pairs') and the keys of their normalised texts."""
-    texts = read_texts(path, field=field).texts
-    if not texts:
-        raise InputError(f"{path}: no texts to mine negatives from")
+) -> tuple[np.ndarray, list[str]]:
+    """The document vectors of the `corpus_texts` of `path` (its `field`), cached like the
+    pairs', and the keys of their normalised texts."""
     cache = _BlockCache([Path(path)], encoder, dtype, f"corpus:{field}")
     blocks = []
     for index, start in enumerate(
@@ -195,4 +215,4 @@ def embed_documents(
     ):
         sides = {"document": texts[start : start + BLOCK]}
         blocks.append(cache.get(index, sides, batch_size)[0])
-    return texts, np.concatenate(blocks), [normalized_hash(t) for t in texts]
+    return np.concatenate(blocks), [normalized_hash(t) for t in texts]

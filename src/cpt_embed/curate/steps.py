@@ -6,17 +6,27 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cpt_embed.curate.consistency import check_filter_settings, consistency_filter
 from cpt_embed.curate.negatives import Corpus, NegativeSettings, mine_negatives, own_documents
 from cpt_embed.curate.output import CurationReport, write_curated
-from cpt_embed.curate.pairs import PairSet, embed_documents, load_pairs, records
-from cpt_embed.data.shards import ShardWriter, pair_files
+from cpt_embed.curate.pairs import (
+    PairSet,
+    check_pairs,
+    corpus_texts,
+    embed_documents,
+    load_pairs,
+    records,
+)
+from cpt_embed.data.shards import ShardWriter
 from cpt_embed.errors import InputError, missing_path
-from cpt_embed.model import Encoder
+from cpt_embed.model.resolve import resolve_model
+
+if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
+    from cpt_embed.model import Encoder
 
 
 @dataclass(frozen=True)
@@ -45,7 +55,14 @@ class Curation:
             out_dir, fmt=self.fmt, shard_size=self.shard_size, settings=settings, resume=self.resume
         )
 
+    def check_model(self) -> None:
+        """Resolve the model's name before any output is written (a typo fails at once)."""
+        if isinstance(self.model, str):
+            resolve_model(self.model)
+
     def encoder(self) -> Encoder:
+        from cpt_embed.model import Encoder
+
         if isinstance(self.model, Encoder):
             return self.model
         overrides = {"max_length": self.max_length} if self.max_length else {}
@@ -77,7 +94,8 @@ def filter_pairs(
     most `pool` documents of their group (curate/consistency.py); write them to `out_dir`."""
     started, curation = time.perf_counter(), curation or Curation()
     check_filter_settings(top_k, pool)
-    files = pair_files(source)
+    files = check_pairs(source)
+    curation.check_model()
     settings = {"step": "filter", "input": str(source), "top_k": top_k, "pool": pool}
     writer = curation.output(out_dir, {**settings, "group_by": group_by, "seed": seed})
     pairs = curation.pairs(source, curation.encoder(), group_by)
@@ -107,17 +125,19 @@ def add_negatives(
         raise InputError(f"--field {field!r}: name a new field for the negatives, e.g. negatives")
     if corpus is not None and not Path(corpus).is_file():
         raise missing_path(Path(corpus), "corpus file")
-    files = pair_files(source)
+    files = check_pairs(source)
+    texts = None if corpus is None else corpus_texts(corpus, corpus_field)
+    curation.check_model()
     manifest = {"step": "negatives", "input": str(source), "field": field, **vars(settings)}
     writer = curation.output(out_dir, {**manifest, "corpus": str(corpus) if corpus else None})
     encoder = curation.encoder()
     pairs = curation.pairs(source, encoder)
-    texts: list[str] | None = None
-    if corpus is None:
+    if texts is None:
         documents, rows = own_documents(pairs)
     else:
-        texts, vectors, hashes = embed_documents(
+        vectors, hashes = embed_documents(
             corpus,
+            texts,
             encoder,
             field=corpus_field,
             batch_size=curation.batch_size,

@@ -28,7 +28,8 @@ class Document:
     line: int = 1
 
 
-def _kind(path: Path) -> str | None:
+def corpus_kind(path: Path) -> str | None:
+    """The kind of a corpus file by its name (.gz aside): one of PLAIN or RECORDS, or None."""
     name = path.name.lower().removesuffix(".gz")
     for suffix in PLAIN + RECORDS:
         if name.endswith(suffix):
@@ -72,7 +73,7 @@ def documents_of(
     """The documents of one file; unreadable files and records are skipped and counted.
     JSONL is streamed line by line; a plain file or JSONL record over `max_bytes` is
     skipped."""
-    kind = _kind(path)
+    kind = corpus_kind(path)
     if kind is None:
         counts["file_not_text"] += 1
         return

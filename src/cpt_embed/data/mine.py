@@ -25,9 +25,10 @@ from cpt_embed.data.code_pairs import (
 )
 from cpt_embed.data.documents import corpus_files, documents_of, read_text_file
 from cpt_embed.data.shards import ShardWriter
+from cpt_embed.data.sources import check_code_sources, check_text_sources
 from cpt_embed.data.text_pairs import PassageSplitter, TextFilter, neighbour_pairs
 from cpt_embed.data.walk import Found, walk_files
-from cpt_embed.errors import InputError, missing_path
+from cpt_embed.errors import InputError
 
 T = TypeVar("T")
 PROJECT_MARKERS = (
@@ -195,7 +196,9 @@ def mine_code(
     repo: str | None = None,
     show_progress: bool = True,
 ) -> MiningReport:
-    """(docstring summary, code) pairs from source trees into shards under `out_dir`."""
+    """(docstring summary, code) pairs from source trees into shards under `out_dir`;
+    every source is checked before any work."""
+    check_code_sources(sources, languages)
     counts: Counter = Counter()
     code_filter = code_filter or CodeFilter()
     code_filter.counts = counts
@@ -216,8 +219,6 @@ def mine_code(
 
     def units() -> Iterator[tuple[Found, str]]:
         for source in sources:
-            if not Path(source).exists():
-                raise missing_path(source)
             for found in walk_files(Path(source)):
                 language = language_of(found.path)
                 if language and (not languages or language in languages):
@@ -272,9 +273,11 @@ def mine_text(
     tokenizer_name: str = "",
     show_progress: bool = True,
 ) -> MiningReport:
-    """Neighbouring-passage pairs from text corpora into shards under `out_dir`."""
+    """Neighbouring-passage pairs from text corpora into shards under `out_dir`; every
+    source is checked before any work."""
     if window < 1 or stride < 1:
         raise InputError("--window and --stride must be >= 1")
+    check_text_sources(sources, field_name, out_dir, max_file_bytes)
     counts: Counter = Counter()
     text_filter = text_filter or TextFilter()
     text_filter.counts = counts
@@ -299,9 +302,6 @@ def mine_text(
     writer = ShardWriter(out_dir, fmt=fmt, shard_size=shard_size, settings=settings, resume=resume)
 
     def units():
-        for source in sources:
-            if not Path(source).exists():
-                raise missing_path(source)
         for found in corpus_files(sources):
             yield from documents_of(
                 found.path, found.relative, field_name, id_field, counts, max_file_bytes

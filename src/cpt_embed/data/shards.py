@@ -4,6 +4,7 @@ how far the input was consumed; `--resume` goes on from there."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 from collections.abc import Iterator
@@ -42,6 +43,23 @@ def read_shard(path: Path) -> Iterator[dict]:
     else:
         for _, record in read_jsonl(path):
             yield record
+
+
+def holds_pairs(path: Path) -> bool:
+    """Whether a shard file holds a record, reading no further than the first (a Parquet
+    file: its footer); a damaged file is an error naming it."""
+    if not path.name.endswith(".parquet"):
+        with contextlib.closing(read_shard(path)) as records:
+            return next(records, None) is not None
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows > 0
+    except pa.ArrowException as err:
+        raise InputError(f"{path}: not a readable Parquet file ({first_line(err)})") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or first_line(err)})") from None
 
 
 def _parquet_records(path: Path) -> list[dict]:
@@ -95,35 +113,54 @@ class ShardWriter:
         self.position = 0
         self.counts: dict[str, int] = {}
         self.pending: list[dict] = []
-        manifest = self.out_dir / MANIFEST
-        if manifest.is_file():
-            previous = _manifest(manifest)
-            if not resume:
-                raise InputError(
-                    f"{self.out_dir} already holds pairs ({manifest.name}); pass --resume to "
-                    "go on, or choose another output folder"
-                )
-            if previous["settings"] != settings:
-                changed = sorted(
-                    k
-                    for k in settings | previous["settings"]
-                    if settings.get(k) != previous["settings"].get(k)
-                )
-                raise InputError(
-                    f"{manifest}: --resume with different settings ({', '.join(changed)}); "
-                    "use the original ones or a new output folder"
-                )
-            self.shards, self.position = previous["shards"], previous["position"]
-            self.counts = previous["counts"]
-        elif self.out_dir.exists() and any(not _stale(p) for p in self.out_dir.iterdir()):
-            raise InputError(f"{self.out_dir} exists and is not empty; choose a new folder")
+        fresh = self._take_up(resume)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for stale in filter(_stale, self.out_dir.iterdir()):
             stale.unlink()
-        if not manifest.is_file():
+        if fresh:
             # before any shard: a crash after the first shard then still resumes (the
             # manifest does not list it, so it is written again)
             self._write_manifest(complete=False)
+
+    def _take_up(self, resume: bool) -> bool:
+        """Check what `out_dir` holds before any work; take up the run recorded there when
+        resuming. True for a fresh start: no manifest yet, or one of a run that wrote no
+        pair and left nothing else (whatever its settings: nothing is lost)."""
+        out, manifest = self.out_dir, self.out_dir / MANIFEST
+        if out.exists() and not out.is_dir():
+            raise InputError(f"{out}: a file, not a folder; pass a folder as --output")
+        if not manifest.is_file():
+            if out.exists() and any(not _stale(p) for p in out.iterdir()):
+                raise InputError(
+                    f"{out} holds {_entries(out)} but no {MANIFEST}, so no pairs of ours; "
+                    "choose a new or empty output folder"
+                )
+            return True
+        previous = _manifest(manifest)
+        others = [p for p in out.iterdir() if p.name != MANIFEST and not _stale(p)]
+        if not previous["shards"] and not others:
+            return True
+        if not resume:
+            pairs, shards = previous.get("pairs", 0), len(previous["shards"])
+            run = "a finished" if previous["complete"] else "an unfinished"
+            raise InputError(
+                f"{out} holds {pairs:,} pair{'s' * (pairs != 1)} in {shards} "
+                f"shard{'s' * (shards != 1)} of {run} run ({_entries(out)}); pass --resume "
+                "to go on with the same settings, or choose another output folder"
+            )
+        if previous["settings"] != self.settings:
+            changed = sorted(
+                k
+                for k in self.settings | previous["settings"]
+                if self.settings.get(k) != previous["settings"].get(k)
+            )
+            raise InputError(
+                f"{manifest}: --resume with different settings ({', '.join(changed)}); "
+                "use the original ones or a new output folder"
+            )
+        self.shards, self.position = previous["shards"], previous["position"]
+        self.counts = previous["counts"]
+        return False
 
     @property
     def complete(self) -> bool:
@@ -171,6 +208,13 @@ class ShardWriter:
             handle.write("\n")
 
 
+def _entries(folder: Path) -> str:
+    """What a folder holds, for a message: how many entries, and the first names."""
+    names = sorted(p.name for p in folder.iterdir() if not _stale(p))
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"{len(names)} entr{'y' if len(names) == 1 else 'ies'}: {shown}"
+
+
 def _stale(path: Path) -> bool:
     """A temporary file of a write a kill interrupted (see atomic_file)."""
     return path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file()
@@ -191,7 +235,16 @@ def pair_files(path: Path) -> list[Path]:
         raise missing_path(path, "pairs file or folder")
     manifest = path / MANIFEST
     if manifest.is_file():
-        return [path / s["file"] for s in _manifest(manifest)["shards"]]
+        files = [path / s["file"] for s in _manifest(manifest)["shards"]]
+        if not files:
+            raise InputError(
+                f"{path}: a pairs folder whose run wrote no pair (its {MANIFEST} lists no "
+                "shards); mine again, or pass another folder"
+            )
+        missing = next((f for f in files if not f.is_file()), None)
+        if missing is not None:
+            raise InputError(f"{missing}: listed in {manifest} but missing; mine into a new folder")
+        return files
     files = sorted(
         p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
     )

@@ -21,20 +21,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from cpt_embed.atomic import atomic_file
+from cpt_embed.atomic import atomic_file, check_output_file
 from cpt_embed.data.readers import TEXT_SUFFIXES, read_texts
 from cpt_embed.data.vectors import check_vector_path, write_vectors
 from cpt_embed.errors import InputError, missing_path
-from cpt_embed.model import Encoder
 from cpt_embed.model.config import Side
 from cpt_embed.model.runtime import COMPILE_FROM
 
+if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
+    from cpt_embed.model import Encoder
+
 MANIFEST = "manifest.json"
 ENGINES = ("local", "ray")
+# A file of at most this many characters (about one CPU batch of 4,096 tokens) is embedded
+# on one thread: a second saves a few milliseconds on so little work, but stalls at each of
+# a forward pass's ~150 parallel regions while another process holds the other core (20
+# texts: 0.14 s on one thread, 2-10 s on two, same vectors).
+ONE_THREAD_CHARS = 16_384
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,9 @@ class Shard:
 @dataclass(frozen=True)
 class EmbedRun:
     """What a run did: shards found (1 for a single file), shards skipped as done, texts
-    embedded, their dimension (0 when nothing was embedded) and seconds."""
+    embedded, their dimension (0 when nothing was embedded) and seconds: those the progress
+    bar counts, from before the first text is encoded to the last vectors written (loading
+    the model not counted, but for Ray actors, which load theirs as the bar runs)."""
 
     shards: int
     skipped: int
@@ -86,6 +95,8 @@ def is_shard_folder(output: str | os.PathLike) -> bool:
 
 def load_encoder(settings: EmbedSettings, device: str | None) -> Encoder:
     """The Encoder of `settings` (its max_length applied) on `device` (default: auto)."""
+    from cpt_embed.model import Encoder
+
     overrides = {"max_length": settings.max_length} if settings.max_length else {}
     return Encoder.load(settings.model, device=device, **overrides)
 
@@ -149,14 +160,27 @@ def embed_file(
     show_progress: bool = False,
 ) -> EmbedRun:
     """Embed the texts of one file (`-` for stdin lines) into `output` (.npy or .parquet);
-    the run's seconds are those of encoding and writing, not of loading the model."""
-    target = check_vector_path(output)
+    the run's seconds are those of encoding and writing, not of loading the model. A
+    source without texts is an error before the model loads. A small file is embedded on
+    one CPU thread (ONE_THREAD_CHARS), torch's thread count restored after."""
+    target = check_output_file(check_vector_path(output), "-o")
     data = read_texts(source, field=settings.field, id_field=settings.id_field)
+    if not data.texts:
+        if os.fspath(source) == "-":
+            raise InputError("<stdin>: no texts to embed (stdin was empty); pipe one text a line")
+        raise InputError(
+            f"{source}: no texts to embed (an empty file, or no records); pass a file that "
+            "holds at least one text"
+        )
     encoder = load_encoder(settings, device)
+    from cpt_embed.model.runtime.devices import cpu_threads
+
     if compile is None:
         compile = len(data.texts) >= COMPILE_FROM
+    small = sum(map(len, data.texts)) <= ONE_THREAD_CHARS
     started = time.perf_counter()
-    _encode_and_write(encoder, data, target, settings, batch_size, compile, show_progress)
+    with cpu_threads(1 if small else None):
+        _encode_and_write(encoder, data, target, settings, batch_size, compile, show_progress)
     return EmbedRun(1, 0, len(data.texts), encoder.dim, time.perf_counter() - started)
 
 
@@ -251,26 +275,35 @@ def _shards_of(text: str, out_dir: Path) -> list[Shard]:
 
 
 def open_output(out_dir: Path, settings: EmbedSettings) -> None:
-    """Create `out_dir` with its manifest, or check that the one there records `settings`."""
+    """Create `out_dir` with its manifest, or check that the one there records `settings`;
+    our manifest beside no vectors (a run that stopped before its first shard) is replaced."""
     manifest = out_dir / MANIFEST
     current = settings.recorded()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(
+            f"{out_dir}: a file; -o takes a .npy or .parquet file, or a folder for shards"
+        )
+    vectors = out_dir.is_dir() and any(out_dir.rglob("*.parquet"))
     if manifest.is_file():
         try:
             recorded = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             raise InputError(f"{manifest}: unreadable ({err}); use another folder") from None
+        if not isinstance(recorded, dict) or "model" not in recorded:
+            raise InputError(f"{manifest}: not a manifest of vector shards; use another folder")
         changed = [
             f"{key} {recorded.get(key)!r} -> {value!r}"
             for key, value in current.items()
             if recorded.get(key) != value
         ]
-        if changed:
+        if changed and vectors:
             raise InputError(
                 f"{out_dir} holds vectors made with other settings ({'; '.join(changed)}); "
                 "use another output folder or delete this one"
             )
-        return
-    if out_dir.is_dir() and any(out_dir.rglob("*.parquet")):
+        if not changed:
+            return
+    elif vectors:
         raise InputError(
             f"{out_dir} holds .parquet files but no {MANIFEST}; use a new or empty folder"
         )
@@ -310,24 +343,22 @@ def embed_shards(
     shards = find_shards(inputs, out)
     open_output(out, settings)
     pending = [s for s in shards if not (out / s.name).is_file()]
-    start = time.perf_counter()
-    texts, dim = 0, 0
+    texts, dim, seconds = 0, 0, 0.0
     if pending and engine == "local":
         encoder = load_encoder(settings, device)
-        texts, dim = _embed_local(
+        texts, dim, seconds = _embed_local(
             encoder, pending, out, settings, batch_size, compile, show_progress
         )
     elif pending:
-        texts, dim = embed_with_ray(
+        texts, dim, seconds = embed_with_ray(
             pending, out, settings, batch_size, device, compile, actors, ray_address, show_progress
         )
-    return EmbedRun(
-        len(shards), len(shards) - len(pending), texts, dim, time.perf_counter() - start
-    )
+    return EmbedRun(len(shards), len(shards) - len(pending), texts, dim, seconds)
 
 
 def progress(shards: int, show: bool) -> tqdm:
-    """The progress bar of a shard run: shards done, with texts and rate as its postfix."""
+    """The progress bar of a shard run: shards done, with texts and rate as its postfix
+    (the rate of texts over the seconds since the bar started)."""
     return tqdm(total=shards, unit="shard", desc="embedding", disable=not show, dynamic_ncols=True)
 
 
@@ -339,8 +370,9 @@ def _embed_local(
     batch_size: int,
     compile: bool,
     show_progress: bool,
-) -> tuple[int, int]:
-    """Shard after shard in this process; the number of texts embedded and their dim."""
+) -> tuple[int, int, float]:
+    """Shard after shard in this process; the number of texts embedded, their dim and the
+    seconds the progress bar counted."""
     texts = 0
     start = time.perf_counter()
     with progress(len(pending), show_progress) as bar:
@@ -350,4 +382,4 @@ def _embed_local(
             texts += len(data.texts)
             bar.set_postfix(texts=texts, rate=f"{texts / (time.perf_counter() - start):,.0f}/s")
             bar.update(1)
-    return texts, encoder.dim
+    return texts, encoder.dim, time.perf_counter() - start

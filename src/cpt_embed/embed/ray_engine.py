@@ -116,10 +116,10 @@ def embed_with_ray(
     actors: int,
     address: str | None,
     show_progress: bool,
-) -> tuple[int, int]:
+) -> tuple[int, int, float]:
     """Embed `pending` on the Ray cluster at `address`: tasks read the shards, an actor pool
     embeds them, and this process writes each shard as soon as all its rows are back; the
-    number of texts embedded and their dimension."""
+    number of texts embedded, their dimension and the seconds the progress bar counted."""
     with _ray_session(address) as ray:
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
@@ -159,7 +159,9 @@ def embed_with_ray(
         return _write_shards(dataset, pending, out, show_progress)
 
 
-def _write_shards(dataset, pending: list[Shard], out: Path, show_progress: bool) -> tuple[int, int]:
+def _write_shards(
+    dataset, pending: list[Shard], out: Path, show_progress: bool
+) -> tuple[int, int, float]:
     """Write each shard of `pending` once the embedded rows of `dataset` hold all of it."""
     partial: dict[int, _PartialShard] = {}
     texts, dim = 0, 0
@@ -184,7 +186,7 @@ def _write_shards(dataset, pending: list[Shard], out: Path, show_progress: bool)
     if partial:  # Ray lost rows: never expected, but never write an incomplete shard
         names = ", ".join(pending[i].name for i in sorted(partial))
         raise RuntimeError(f"incomplete shards after the Ray run: {names}; run again")
-    return texts, dim
+    return texts, dim, time.perf_counter() - start
 
 
 def _user_error(err: BaseException) -> InputError | None:

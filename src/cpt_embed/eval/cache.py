@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cpt_embed.atomic import atomic_file
-from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.paths import cache_root
+
+if TYPE_CHECKING:
+    from cpt_embed.model import Encoder
 
 
 def default_cache_dir() -> Path:

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from cpt_embed.errors import InputError
 from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.data import Classification, load_classification, load_label_names
 from cpt_embed.eval.topk import exact_topk
+
+if TYPE_CHECKING:  # scikit-learn takes about a second to load: imported where it is used
+    from sklearn.linear_model import LogisticRegression
 
 C_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 MAX_ITER = 1000
@@ -59,12 +57,18 @@ def _features(ctx: Context, split: Classification) -> np.ndarray:
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
     return LogisticRegression(C=c, max_iter=MAX_ITER).fit(x, y)
 
 
 def _fit_cv(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LogisticRegression, float]:
     """Choose C by 5-fold stratified CV inside (x, y), then refit on all of it. Each fold
     walks C_GRID upwards warm-starting from the last solution, as a regularisation path."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
     accuracy = {c: 0.0 for c in C_GRID}
     for fit_rows, score_rows in folds.split(x, y):
@@ -77,6 +81,8 @@ def _fit_cv(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[LogisticRegression
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray, binary_f1: bool) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
     scores = {"accuracy": 100.0 * accuracy_score(y_true, y_pred)}
     if binary_f1:
         scores["f1"] = 100.0 * f1_score(y_true, y_pred)
@@ -85,6 +91,11 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray, binary_f1: bool) -> dict[str
 
 def run_probe(ctx: Context, task: str) -> TaskResult:
     """Linear-probe accuracy (and F1 for MRPC) on the test split or over 10 folds."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
     folder = ctx.data_dir / "classification" / task
     protocol = PROBES[task]
     train = load_classification(folder / "train.jsonl", ctx.checksums)
@@ -125,6 +136,9 @@ def run_probe(ctx: Context, task: str) -> TaskResult:
 
 
 def _run_folds(task, train, test, x_train, x_test, seed) -> TaskResult:
+    from sklearn.metrics import accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
     if train.folds is None or test.folds is None:
         raise InputError(f"{task}: records need a `fold` field for 10-fold cross-validation")
     x = np.vstack([x_train, x_test])

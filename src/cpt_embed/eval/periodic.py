@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 
 from cpt_embed.eval.data import find_data_dir
-from cpt_embed.eval.suite import evaluate, select_tasks
+from cpt_embed.eval.suite import check_task_data, evaluate, select_tasks
 from cpt_embed.model import Encoder
 
 
@@ -19,7 +19,11 @@ def periodic_evaluation(
     --tasks` takes them) and returns {task: score}. The data comes from `data_dir` (by
     default where `find_data_dir` finds it); tasks and data are looked up at each call, on
     the process that evaluates. Nothing is cached (the weights change between calls) and no
-    progress is shown (it would break the training's progress bar)."""
+    progress is shown (it would break the training's progress bar). The task names, and on
+    the process that evaluates (rank 0) the data, are checked at once, before training."""
+    chosen = select_tasks(tasks)
+    if os.environ.get("RANK", "0") == "0":
+        check_task_data(chosen, find_data_dir(data_dir))
 
     def scores(encoder: Encoder) -> dict[str, float]:
         report = evaluate(

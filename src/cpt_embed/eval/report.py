@@ -11,7 +11,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from cpt_embed.atomic import atomic_file
+from cpt_embed.atomic import atomic_file, check_output_file
+from cpt_embed.errors import InputError
 from cpt_embed.eval.classification import SENTEVAL_7
 from cpt_embed.eval.context import TaskResult
 from cpt_embed.eval.suite import ModelReport
@@ -45,6 +46,20 @@ def to_json(reports: list[ModelReport]) -> dict[str, Any]:
             for r in reports
         ]
     }
+
+
+def check_outputs(report: Path, plot: Path | None = None, table: Path | None = None) -> None:
+    """Refuse, before any evaluation, a report, plot or Markdown path that cannot be
+    written, and a plot without matplotlib."""
+    check_output_file(report, "--output")
+    if table is not None:
+        check_output_file(table, "--markdown")
+    if plot is not None:
+        check_output_file(plot, "--plot")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib: pip install 'cpt-embed[plot]'") from None
 
 
 def write_json(reports: list[ModelReport], path: Path) -> Path:
@@ -141,6 +156,13 @@ def markdown(reports: list[ModelReport]) -> str:
         values = [f"{avg.get(name, float('nan')):.2f}" for avg in model_averages]
         lines.append(f"| **{name}** | | mean | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_markdown(reports: list[ModelReport], path: Path) -> Path:
+    """Write `markdown` atomically."""
+    with atomic_file(path, "w") as handle:
+        handle.write(markdown(reports))
+    return path
 
 
 def plot(reports: list[ModelReport], path: Path) -> Path:

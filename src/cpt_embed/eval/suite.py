@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cpt_embed.errors import InputError
 from cpt_embed.eval.cache import CachedEncoder
@@ -18,27 +18,66 @@ from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.data import Checksums
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
-from cpt_embed.model import Encoder
-from cpt_embed.model.runtime.devices import dtype_name, to_dtype
+from cpt_embed.model.resolve import resolve_model
+
+if TYPE_CHECKING:
+    from cpt_embed.model import Encoder
 
 
 @dataclass(frozen=True)
 class Task:
+    """A task: its name, group, how it runs, and the files it reads below the data dir."""
+
     name: str
     group: str
     run: Callable[[Context], TaskResult]
+    files: tuple[str, ...] = ()
+
+
+def _sts_file(name: str) -> str:
+    source = STS_SOURCES[name]
+    return source if source.endswith(".tsv") else f"{source}/all.tsv"
+
+
+def _splits(task: str, *names: str) -> tuple[str, ...]:
+    return tuple(f"classification/{task}/{name}" for name in names)
 
 
 def _registry() -> dict[str, Task]:
-    tasks = [Task(n, "sts", functools.partial(run_sts, task=n)) for n in STS_SOURCES]
-    tasks += [Task(n, "classification", functools.partial(run_probe, task=n)) for n in PROBES]
-    tasks += [
-        Task("zeroshot_sst2", "zeroshot", functools.partial(run_zero_shot, task="sst2")),
-        Task("knn_sst2", "knn", functools.partial(run_knn, task="sst2")),
+    tasks = [
+        Task(n, "sts", functools.partial(run_sts, task=n), (_sts_file(n),)) for n in STS_SOURCES
     ]
     tasks += [
-        Task(n, group, functools.partial(run_retrieval, task=n))
-        for n, (_, group) in RETRIEVAL_SOURCES.items()
+        Task(
+            n,
+            "classification",
+            functools.partial(run_probe, task=n),
+            _splits(n, "train.jsonl", "test.jsonl", *(["dev.jsonl"] if way == "dev" else [])),
+        )
+        for n, way in PROBES.items()
+    ]
+    tasks += [
+        Task(
+            "zeroshot_sst2",
+            "zeroshot",
+            functools.partial(run_zero_shot, task="sst2"),
+            _splits("sst2", "labels.json", "test.jsonl"),
+        ),
+        Task(
+            "knn_sst2",
+            "knn",
+            functools.partial(run_knn, task="sst2"),
+            _splits("sst2", "train.jsonl", "test.jsonl"),
+        ),
+    ]
+    tasks += [
+        Task(
+            n,
+            group,
+            functools.partial(run_retrieval, task=n),
+            (f"{folder}/corpus.jsonl", f"{folder}/queries.jsonl", f"{folder}/qrels/test.tsv"),
+        )
+        for n, (folder, group) in RETRIEVAL_SOURCES.items()
     ]
     return {t.name: t for t in tasks}
 
@@ -73,6 +112,24 @@ def select_tasks(spec: list[str] | str) -> list[str]:
                 f"unknown task {word!r}; groups: {', '.join(GROUPS)}; tasks: {', '.join(TASKS)}"
             )
     return [name for name in TASKS if name in chosen]
+
+
+def check_task_data(tasks: list[str], data_dir: Path) -> None:
+    """Refuse, before any model loads, a chosen task whose files the data dir lacks."""
+    for name in tasks:
+        for relative in TASKS[name].files:
+            path = data_dir / relative
+            if not path.is_file():
+                raise InputError(
+                    f"{path}: missing, and task {name} reads it; complete the data dir "
+                    f"(../shared/data/README.md) or leave {name} out of --tasks"
+                )
+
+
+def check_models(models: list[str]) -> None:
+    """Refuse, before the first evaluation, a model name that resolves to no model."""
+    for name in models:
+        resolve_model(name)
 
 
 @dataclass
@@ -139,8 +196,12 @@ def evaluate(
     """Run `model` through `tasks`; `on_result` sees each task's result as it lands."""
     if symmetric_side not in ("query", "document"):
         raise InputError(f"symmetric side must be query or document, got {symmetric_side!r}")
+    check_task_data(tasks, data_dir)
     started = time.perf_counter()
     name = model if isinstance(model, str) else (model.config.base_model or "encoder")
+    from cpt_embed.model import Encoder
+    from cpt_embed.model.runtime.devices import dtype_name, to_dtype
+
     encoder = Encoder.load(model, device=device) if isinstance(model, str) else model
     dtype = dtype_name(to_dtype(dtype, encoder.device))
     embedder = CachedEncoder(

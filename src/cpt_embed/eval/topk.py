@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def exact_topk(
@@ -14,6 +13,8 @@ def exact_topk(
     Works through `block` documents at a time and keeps a running top-k, so memory is
     O(n_queries x (block + k)) whatever the corpus size.
     """
+    import torch
+
     k = min(k, len(docs))
     q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     best_scores = torch.full((len(q), 0), float("-inf"))

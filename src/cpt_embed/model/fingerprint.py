@@ -6,8 +6,6 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-import torch
-
 if TYPE_CHECKING:
     from cpt_embed.model.encoder import Encoder
 
@@ -17,6 +15,8 @@ _IRRELEVANT = ("logit_scale", "base_model", "training", "padding_side")
 
 def model_fingerprint(encoder: Encoder) -> str:
     """sha256 over the settings that shape embeddings, the tokenizer and every weight."""
+    import torch
+
     digest = hashlib.sha256()
     settings = {k: v for k, v in encoder.config.to_dict().items() if k not in _IRRELEVANT}
     digest.update(json.dumps(settings, sort_keys=True).encode())

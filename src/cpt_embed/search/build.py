@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,7 +20,6 @@ from cpt_embed.checksums import sha256_of
 from cpt_embed.data.vectors import VectorShard, iter_vector_batches, vector_shards
 from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError, missing_path
-from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.model.runtime import COMPILE_FROM
 from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
@@ -36,6 +36,7 @@ from cpt_embed.search.store import (
     FAISS_INDEX,
     VECTORS,
     check_model,
+    check_output,
     new_metadata,
     read_files,
     read_manifest,
@@ -44,6 +45,9 @@ from cpt_embed.search.store import (
     write_manifest,
     write_vector_ids,
 )
+
+if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
+    from cpt_embed.model import Encoder
 
 # rows of embedding shards read, written and added at a time (100 MB at 384 dims)
 BATCH_ROWS = 65_536
@@ -88,6 +92,44 @@ class _Chunks:
         self.reused.append(old_row)
 
 
+def check_build(paths: list[Path], out: Path, *, from_embeddings: bool = False) -> None:
+    """Refuse, before the model loads, a build that would fail: an output that is no index
+    (see `check_output`), a root that is missing or holds no file to index, or (with
+    `from_embeddings`) embedding shards that cannot be read or hold no vectors."""
+    check_output(out)
+    if from_embeddings:
+        shards = vector_shards(paths)
+        if not sum(shard.rows for shard in shards):
+            raise InputError(f"{shards[0].path}: no vectors in the {len(shards)} shard(s) given")
+        return
+    for root in map(Path, paths):
+        if not root.exists():
+            raise missing_path(root)
+        if not any(kind_of(item.path) for item in walk_files(root, skip_tests=False)):
+            raise InputError(
+                f"{root}: no files to index (code, Markdown, text, .jsonl/.parquet records); "
+                "pass folders or files of code or documents"
+            )
+
+
+def check_update(index: Path) -> dict:
+    """The manifest of an index that `update_index` can update, read before the model
+    loads; refused when built from embedding shards or when a root it indexed is gone."""
+    manifest = read_manifest(index)
+    if manifest.get("source") == "embeddings":
+        raise InputError(
+            f"{index}: built from embedding shards, not folders, so there is nothing to "
+            f"update; rebuild it with cpt index build --from-embeddings SHARD ... -o {index}"
+        )
+    for root in map(Path, manifest["roots"]):
+        if not root.exists():
+            raise InputError(
+                f"{root}: indexed by {index} but gone; put it back, or build a new index "
+                "with cpt index build"
+            )
+    return manifest
+
+
 def build_index(
     roots: list[Path],
     out: Path,
@@ -104,6 +146,7 @@ def build_index(
     with `previous`, reuse the vectors of every file whose content hash is unchanged (that
     is `cpt index update`)."""
     check_kind(kind)
+    check_output(out)
     started = time.perf_counter()
     fingerprint = model_fingerprint(encoder)
     exclude = list(exclude or [])
@@ -138,12 +181,7 @@ def build_index(
 def update_index(index: Path, encoder: Encoder, model_name: str | None = None, **kw) -> IndexReport:
     """Re-index the roots recorded in `index`: embed changed and new files only, drop
     deleted ones; an unchanged tree embeds nothing."""
-    manifest = read_manifest(index)
-    if manifest.get("source") == "embeddings":
-        raise InputError(
-            f"{index}: built from embedding shards, not folders, so there is nothing to "
-            f"update; rebuild it with cpt index build --from-embeddings SHARD ... -o {index}"
-        )
+    manifest = check_update(index)
     roots = [Path(r) for r in manifest["roots"]]
     return build_index(
         roots,
@@ -247,6 +285,7 @@ def build_index_from_embeddings(
     FAISS, so that the vectors are never all in memory (except inside a flat or HNSW index,
     which holds them); IVF-PQ trains on a sample drawn across the shards first."""
     check_kind(kind)
+    check_output(out)
     started = time.perf_counter()
     shards = vector_shards(paths)
     if shards[0].dim != encoder.dim:

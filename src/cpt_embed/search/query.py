@@ -8,12 +8,11 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cpt_embed.errors import InputError
-from cpt_embed.model import Encoder
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.search.index import nearest, read_faiss_index
 from cpt_embed.search.store import (
@@ -25,6 +24,9 @@ from cpt_embed.search.store import (
     read_chunk,
     read_manifest,
 )
+
+if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
+    from cpt_embed.model import Encoder
 
 # what `--lang` also takes for a language: the usual file extension
 _LANGUAGE_ALIASES = {

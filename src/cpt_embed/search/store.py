@@ -65,6 +65,29 @@ def read_manifest(index: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_output(out: Path) -> None:
+    """Refuse, before any work, an index output that is no index: a file, or a folder with
+    other contents (a build replaces the folder whole, which would delete them)."""
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out}: a file, not a folder; pass a new folder as --output")
+    names = sorted(p.name for p in out.iterdir())
+    if not names:
+        return
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if not (isinstance(manifest, dict) and "format_version" in manifest):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise InputError(
+            f"{out} holds {len(names)} entries ({shown}) and is no index, which a build "
+            "replaces whole; pass a new or empty folder as --output"
+        )
+
+
 def check_model(manifest: dict[str, Any], fingerprint: str, model_name: str) -> None:
     """Refuse a query model other than the one the index was built with."""
     if manifest["model_fingerprint"] != fingerprint:

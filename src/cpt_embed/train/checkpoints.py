@@ -53,7 +53,9 @@ def latest_checkpoint(output: Path) -> Path | None:
 def start_checkpoint(output: Path, resume: bool) -> Path | None:
     """The checkpoint a run into `output` starts from: the newest when resuming, none for a
     fresh run. Resuming without a checkpoint, or a fresh run into a folder that holds some
-    (it would mix two runs), is an error."""
+    (it would mix two runs), is an error; so is an output that is a file."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: a file, not a folder; pass a run folder as --output")
     latest = latest_checkpoint(output)
     if resume and latest is None:
         raise InputError(f"--resume: no checkpoint in {output / CHECKPOINTS}")

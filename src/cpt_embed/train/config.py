@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from cpt_embed.errors import InputError, first_line
-from cpt_embed.train.loss import TAU_INIT, TAU_MAX
+
+# exp(tau) starts at 20, the scale sentence-transformers' MultipleNegativesRankingLoss uses
+# with cosine similarity; clamped at 100 as in open_clip (CLIP). Here rather than in loss.py
+# so that reading a config (and `cpt train --help`) needs no torch.
+TAU_INIT = math.log(20.0)
+TAU_MAX = math.log(100.0)
 
 
 @dataclasses.dataclass

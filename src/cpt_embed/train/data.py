@@ -7,50 +7,18 @@ position and goes on with exactly the batches it would have had."""
 
 from __future__ import annotations
 
-import glob
-import math
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from cpt_embed.data.shards import pair_files
 from cpt_embed.errors import InputError
 from cpt_embed.model.tokenize import DelimitedTokenizer
+from cpt_embed.train.sources import Source
 from cpt_embed.train.tokens import TokenizedPairs, tokenized, tokenizer_fingerprint
 
 # A pair: (source, file of that source, row of that file).
 Ref = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Source:
-    files: list[Path]
-    weight: float
-    name: str
-
-
-def parse_sources(specs: list[str]) -> list[Source]:
-    """`path[:weight]` entries (files, pair folders or globs) to sources with weights."""
-    if not specs:
-        raise InputError("no training data: pass --data PAIRS (files, folders or globs)")
-    sources = []
-    for spec in specs:
-        path, weight = spec, 1.0
-        head, sep, tail = spec.rpartition(":")
-        if sep and head:
-            try:
-                path, weight = head, float(tail)
-            except ValueError:
-                path, weight = spec, 1.0
-        if not math.isfinite(weight) or weight <= 0:
-            raise InputError(f"--data {spec}: the weight must be a finite number > 0")
-        matches = sorted(glob.glob(path)) or [path]
-        files = [f for match in matches for f in pair_files(Path(match))]
-        sources.append(Source(files, weight, path))
-    return sources
 
 
 class PairStore:

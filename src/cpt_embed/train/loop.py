@@ -34,7 +34,7 @@ from cpt_embed.train.checkpoints import (
     trim_log,
 )
 from cpt_embed.train.config import TrainConfig
-from cpt_embed.train.data import PairStore, batches, pair_stream, parse_sources
+from cpt_embed.train.data import PairStore, batches, pair_stream
 from cpt_embed.train.distributed import barrier, data_parallel, init_distributed
 from cpt_embed.train.grad_cache import GradCache
 from cpt_embed.train.loader import Prefetcher
@@ -47,6 +47,7 @@ from cpt_embed.train.memory import (
 )
 from cpt_embed.train.meter import Meter
 from cpt_embed.train.setup import autocast_for, load_encoder, optimizer_for, scheduler_for
+from cpt_embed.train.sources import parse_sources
 
 # Periodic evaluation: scores by task name for the Encoder as it is at that step.
 Evaluation = Callable[[Encoder], dict[str, float]]

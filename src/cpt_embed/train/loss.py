@@ -12,18 +12,12 @@ taken for an unlabeled positive and masked too.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpt_embed.train.config import TAU_INIT, TAU_MAX
 from cpt_embed.train.distributed import gather, scale_grad_by_world
-
-# exp(tau) starts at 20, the scale sentence-transformers' MultipleNegativesRankingLoss uses
-# with cosine similarity; clamped at 100 as in open_clip (CLIP).
-TAU_INIT = math.log(20.0)
-TAU_MAX = math.log(100.0)
 
 
 class ContrastiveLoss(nn.Module):

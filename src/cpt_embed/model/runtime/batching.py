@@ -93,36 +93,35 @@ class InferenceRuntime:
         if max_batch_tokens is None and device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
         batches = length_batches([len(s) for s in sequences], batch_size, max_batch_tokens)
-        # once per call: checking the weights for changes is not per-batch work
-        module = self.copy.backbone(backbone, dtype)
-        # a pre-packed CPU copy runs faster in eager mode than compiled (docs/benchmarks.md)
-        compiled = self.compiler.module(module) if compile and not is_packed(module) else None
-        ragged = compiled is None and self.copy.ragged(module)
-        # the copy is always in eval mode; switching the backbone's ~100 modules costs 0.5 ms
-        switch = module is backbone and any(m.training for m in model.modules())
-        was_training = model.training
-        if switch:
-            model.eval()
-        out = np.empty((len(sequences), dim), dtype=np.float32)
-        try:
-            with (
-                torch.inference_mode(),
-                tqdm(
-                    total=len(sequences), disable=not show_progress, unit="text", desc="embedding"
-                ) as bar,
-            ):
-                for rows in batches:
-                    chosen = [sequences[i] for i in rows]
-                    if ragged and padding_share(chosen) >= RAGGED_FROM_PADDING:
-                        batch = tokens.ragged(chosen, side)
-                    else:
-                        batch = to_device(tokens.pad(chosen, side), device)
-                    vectors = self._embed_batch(embed, batch, module, compiled)
-                    out[rows] = vectors.float().cpu().numpy()
-                    bar.update(len(rows))
-        finally:
+        # the bar's rate counts the one-off work before the first batch, as callers' clocks do
+        with tqdm(
+            total=len(sequences), disable=not show_progress, unit="text", desc="embedding"
+        ) as bar:
+            # once per call: checking the weights for changes is not per-batch work
+            module = self.copy.backbone(backbone, dtype)
+            # a pre-packed CPU copy runs faster in eager mode than compiled (docs/benchmarks.md)
+            compiled = self.compiler.module(module) if compile and not is_packed(module) else None
+            ragged = compiled is None and self.copy.ragged(module)
+            # the copy is always in eval mode; switching the backbone's ~100 modules costs 0.5 ms
+            switch = module is backbone and any(m.training for m in model.modules())
+            was_training = model.training
             if switch:
-                model.train(was_training)
+                model.eval()
+            out = np.empty((len(sequences), dim), dtype=np.float32)
+            try:
+                with torch.inference_mode():
+                    for rows in batches:
+                        chosen = [sequences[i] for i in rows]
+                        if ragged and padding_share(chosen) >= RAGGED_FROM_PADDING:
+                            batch = tokens.ragged(chosen, side)
+                        else:
+                            batch = to_device(tokens.pad(chosen, side), device)
+                        vectors = self._embed_batch(embed, batch, module, compiled)
+                        out[rows] = vectors.float().cpu().numpy()
+                        bar.update(len(rows))
+            finally:
+                if switch:
+                    model.train(was_training)
         return out
 
     def _embed_batch(

@@ -1,0 +1,31 @@
+"""The search page's highlighting functions run in node, where it is installed (the
+browser test in test_page.py is the oracle; this one runs without Chromium)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from highlighting import CASES, page_script
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_highlighting_marks_whole_words_and_escapes_html():
+    program = page_script("highlighting") + (
+        "\nconst cases = JSON.parse(require('fs').readFileSync(0, 'utf-8'));"
+        "\nprocess.stdout.write(JSON.stringify(cases.map(([text, query]) =>"
+        " highlight(text, termPattern(query)))));"
+    )
+    done = subprocess.run(
+        [NODE, "-e", program],
+        input=json.dumps(CASES),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == [expected for _, _, expected in CASES]
