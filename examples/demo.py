@@ -203,7 +203,7 @@ def main() -> None:
     console.print(
         "next (the cpt command is in .venv/bin: `source .venv/bin/activate` first):\n"
         f"  cpt eval -m {model} -m smollm2 --tasks cosqa,stsb   # the full benchmarks\n"
-        f"  cpt search {RUNS / 'src.idx'} 'where are pairs mined'      # ask your own question\n"
+        f"  cpt search {RUNS / 'src.idx'} 'check that a port is free'  # ask your own question\n"
         "  cpt --help"
     )
 
