@@ -66,12 +66,13 @@ class OracleEmbedder:
 
 
 @pytest.mark.parametrize(
-    "task, folder", [("scifact", "retrieval/scifact"), ("cosqa", "code_search/cosqa")]
+    "task, folder, group",
+    [("scifact", "retrieval/scifact", "retrieval"), ("cosqa", "code_search/cosqa", "code")],
 )
-def test_retrieval_with_an_oracle_scores_perfectly(mini_data, task, folder):
+def test_retrieval_with_an_oracle_scores_perfectly(mini_data, task, folder, group):
     data = load_beir(mini_data / folder)
     ctx = Context(OracleEmbedder(data), mini_data)
-    result = run_retrieval(ctx, task)
+    result = run_retrieval(ctx, task, folder, group)
     assert result.scores["ndcg@10"] == pytest.approx(100.0)
     assert result.scores["mrr@10"] == pytest.approx(100.0)
     assert result.scores["recall@100"] == pytest.approx(100.0)

@@ -36,7 +36,9 @@ def eval_(
         str,
         typer.Option(
             help="Tasks or groups, comma-separated: all, sts, classification, "
-            "senteval, zeroshot, knn, retrieval, code, or names like stsb,scifact."
+            "senteval, zeroshot, knn, retrieval, code, names like stsb,scifact, or paths to "
+            "folders of your own in a BEIR, classification or STS layout (named after the "
+            "folder; an optional task.json declares kind, split, protocol)."
         ),
     ] = "all",
     data: Annotated[
@@ -91,7 +93,8 @@ def eval_(
     from cpt_embed.eval.suite import check_models, check_task_data
 
     chosen = select_tasks(tasks)
-    data_dir = find_data_dir(data)
+    built_in = any(isinstance(task, str) for task in chosen)
+    data_dir = find_data_dir(data) if built_in or data else Path.cwd()
     check_task_data(chosen, data_dir)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     report_path = output or Path("results") / f"eval-{stamp}.json"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -89,17 +90,20 @@ def _scores(y_true: np.ndarray, y_pred: np.ndarray, binary_f1: bool) -> dict[str
     return scores
 
 
-def run_probe(ctx: Context, task: str) -> TaskResult:
-    """Linear-probe accuracy (and F1 for MRPC) on the test split or over 10 folds."""
+def run_probe(
+    ctx: Context, task: str, folder: str | Path, protocol: str, split: str = "test"
+) -> TaskResult:
+    """Linear-probe accuracy (and F1 for MRPC) of the classification `folder` (below the
+    data dir unless absolute) on its `split`, C chosen by inner CV (`cv`) or on the dev
+    split (`dev`), or over 10 folds of the records' `fold` field (`folds`)."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score
     from sklearn.preprocessing import StandardScaler
     from threadpoolctl import threadpool_limits
 
-    folder = ctx.data_dir / "classification" / task
-    protocol = PROBES[task]
+    folder = ctx.data_dir / folder
     train = load_classification(folder / "train.jsonl", ctx.checksums)
-    test = load_classification(folder / "test.jsonl", ctx.checksums)
+    test = load_classification(folder / f"{split}.jsonl", ctx.checksums)
     x_train, x_test = _features(ctx, train), _features(ctx, test)
     y_train, y_test = np.array(train.labels), np.array(test.labels)
     binary_f1 = task == "mrpc"

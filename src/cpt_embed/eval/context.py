@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,3 +57,22 @@ class TaskResult:
     @property
     def score(self) -> float:
         return self.scores[self.metric]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: its name (the name in every report), group, how it runs, and the files it
+    reads (below the data dir, or absolute for a folder of the user's)."""
+
+    name: str
+    group: str
+    run: Callable[[Context], TaskResult]
+    files: tuple[str, ...] = ()
+
+    @classmethod
+    def from_folder(cls, path: str | Path) -> Task:
+        """The task of a folder (or STS .tsv file) in one of the layouts of the evaluation
+        data, named after it; see `cpt_embed.eval.folders`."""
+        from cpt_embed.eval.folders import folder_task
+
+        return folder_task(Path(path))

@@ -5,6 +5,8 @@ random distractors, mean reciprocal rank."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cpt_embed.eval.context import Context, TaskResult
@@ -48,9 +50,12 @@ def distractor_mrr(
     return 100.0 * float(np.mean(reciprocal))
 
 
-def run_retrieval(ctx: Context, task: str, split: str = "test") -> TaskResult:
-    """nDCG@10, MRR@10, Recall@100, MAP@100 (x 100) over the queries judged in `split`."""
-    folder, group = RETRIEVAL_SOURCES[task]
+def run_retrieval(
+    ctx: Context, task: str, folder: str | Path, group: str = "retrieval", split: str = "test"
+) -> TaskResult:
+    """nDCG@10, MRR@10, Recall@100, MAP@100 (x 100) over the queries judged in `split` of
+    the BEIR `folder` (below the data dir unless absolute); a `code` group also gets the
+    1,000-candidate MRR."""
     data = load_beir(ctx.data_dir / folder, split, ctx.checksums)
     docs = _unit(ctx.embed(data.corpus_texts, "document"))
     queries = _unit(ctx.embed(data.query_texts, "query"))

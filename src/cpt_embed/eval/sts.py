@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cpt_embed.errors import InputError
@@ -38,10 +40,11 @@ def _embed_all(ctx: Context, pairs: STSPairs) -> dict[str, np.ndarray]:
     return dict(zip(unique, ctx.embed(unique), strict=True))
 
 
-def run_sts(ctx: Context, task: str) -> TaskResult:
-    """Spearman on the test file; for STS12-16 on all subsets pooled, plus each subset and
-    their size-weighted mean."""
-    source = ctx.data_dir / STS_SOURCES[task]
+def run_sts(ctx: Context, task: str, source: str | Path) -> TaskResult:
+    """Spearman on the `source` TSV (below the data dir unless absolute); for a folder of
+    subsets (STS12-16) on all of them pooled in all.tsv, plus each subset and their
+    size-weighted mean."""
+    source = ctx.data_dir / source
     if source.suffix == ".tsv":
         pairs = load_sts(source, ctx.checksums)
         score = _score(pairs, _embed_all(ctx, pairs))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from cpt_embed.errors import InputError
 from cpt_embed.eval.cache import CachedEncoder
 from cpt_embed.eval.classification import PROBES, SENTEVAL_7, run_knn, run_probe, run_zero_shot
-from cpt_embed.eval.context import Context, TaskResult
+from cpt_embed.eval.context import Context, Task, TaskResult
 from cpt_embed.eval.data import Checksums
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
@@ -22,16 +22,6 @@ from cpt_embed.model.resolve import resolve_model
 
 if TYPE_CHECKING:
     from cpt_embed.model import Encoder
-
-
-@dataclass(frozen=True)
-class Task:
-    """A task: its name, group, how it runs, and the files it reads below the data dir."""
-
-    name: str
-    group: str
-    run: Callable[[Context], TaskResult]
-    files: tuple[str, ...] = ()
 
 
 def _sts_file(name: str) -> str:
@@ -45,13 +35,14 @@ def _splits(task: str, *names: str) -> tuple[str, ...]:
 
 def _registry() -> dict[str, Task]:
     tasks = [
-        Task(n, "sts", functools.partial(run_sts, task=n), (_sts_file(n),)) for n in STS_SOURCES
+        Task(n, "sts", functools.partial(run_sts, task=n, source=STS_SOURCES[n]), (_sts_file(n),))
+        for n in STS_SOURCES
     ]
     tasks += [
         Task(
             n,
             "classification",
-            functools.partial(run_probe, task=n),
+            functools.partial(run_probe, task=n, folder=f"classification/{n}", protocol=way),
             _splits(n, "train.jsonl", "test.jsonl", *(["dev.jsonl"] if way == "dev" else [])),
         )
         for n, way in PROBES.items()
@@ -74,7 +65,7 @@ def _registry() -> dict[str, Task]:
         Task(
             n,
             group,
-            functools.partial(run_retrieval, task=n),
+            functools.partial(run_retrieval, task=n, folder=folder, group=group),
             (f"{folder}/corpus.jsonl", f"{folder}/queries.jsonl", f"{folder}/qrels/test.tsv"),
         )
         for n, (folder, group) in RETRIEVAL_SOURCES.items()
@@ -93,36 +84,61 @@ GROUPS: dict[str, list[str]] = {
 }
 
 
-def select_tasks(spec: list[str] | str) -> list[str]:
-    """Task names from names and group names (comma- or space-separated), in registry order."""
+def select_tasks(spec: list[str] | str) -> list[str | Task]:
+    """Tasks from names, group names (in registry order) and paths (comma- or space-
+    separated): a path is a folder of the user's in a layout of the evaluation data (or an
+    STS .tsv file), a Task named after it, after the built-in ones."""
     words = [
         w
         for part in ([spec] if isinstance(spec, str) else spec)
         for w in part.replace(",", " ").split()
     ]
     chosen: set[str] = set()
+    folders: list[Task] = []
     for word in words or ["all"]:
         key = word.lower()
         if key in GROUPS:
             chosen.update(GROUPS[key])
         elif key in TASKS:
             chosen.add(key)
+        elif "/" in word or Path(word).exists():
+            folders.append(Task.from_folder(word))
         else:
             raise InputError(
-                f"unknown task {word!r}; groups: {', '.join(GROUPS)}; tasks: {', '.join(TASKS)}"
+                f"unknown task {word!r}; groups: {', '.join(GROUPS)}; tasks: {', '.join(TASKS)}; "
+                "or a path to a folder of your own (BEIR, classification or STS layout)"
             )
-    return [name for name in TASKS if name in chosen]
+    tasks: list[str | Task] = [name for name in TASKS if name in chosen]
+    names = [task_name(t) for t in tasks]
+    for task in folders:
+        if task.name in names:
+            raise InputError(
+                f"two tasks named {task.name!r} (the name of the folder {task.files[0]}); "
+                "rename the folder"
+            )
+        names.append(task.name)
+        tasks.append(task)
+    return tasks
 
 
-def check_task_data(tasks: list[str], data_dir: Path) -> None:
+def task_name(task: str | Task) -> str:
+    """The name a task is reported under."""
+    return task if isinstance(task, str) else task.name
+
+
+def _task(task: str | Task) -> Task:
+    return TASKS[task] if isinstance(task, str) else task
+
+
+def check_task_data(tasks: list[str | Task], data_dir: Path) -> None:
     """Refuse, before any model loads, a chosen task whose files the data dir lacks."""
-    for name in tasks:
-        for relative in TASKS[name].files:
+    for task in map(_task, tasks):
+        for relative in task.files:
             path = data_dir / relative
             if not path.is_file():
                 raise InputError(
-                    f"{path}: missing, and task {name} reads it; complete the data dir "
-                    f"(../shared/data/README.md) or leave {name} out of --tasks"
+                    f"{path}: missing, and task {task.name} reads it; complete the data dir "
+                    f"(../shared/data/README.md) or leave {task.name} out of --tasks"
                 )
 
 
@@ -180,7 +196,7 @@ def versions() -> dict[str, str]:
 
 def evaluate(
     model: str | Encoder,
-    tasks: list[str],
+    tasks: list[str | Task],
     data_dir: Path,
     *,
     cache_dir: Path | None,
@@ -193,7 +209,8 @@ def evaluate(
     on_result: Callable[[TaskResult], None] | None = None,
     show_progress: bool = True,
 ) -> ModelReport:
-    """Run `model` through `tasks`; `on_result` sees each task's result as it lands."""
+    """Run `model` through `tasks` (names, or Tasks such as `Task.from_folder(path)`);
+    `on_result` sees each task's result as it lands."""
     if symmetric_side not in ("query", "document"):
         raise InputError(f"symmetric side must be query or document, got {symmetric_side!r}")
     check_task_data(tasks, data_dir)
@@ -224,13 +241,13 @@ def evaluate(
         "seed": seed,
         "device": str(encoder.device),
         "data_dir": str(data_dir),
-        "tasks": tasks,
+        "tasks": [task_name(t) for t in tasks],
         "versions": versions(),
     }
     report = ModelReport(name, settings)
-    for task_name in tasks:
+    for task in map(_task, tasks):
         start = time.perf_counter()
-        result = TASKS[task_name].run(ctx)
+        result = task.run(ctx)
         result.seconds = time.perf_counter() - start
         report.results.append(result)
         if on_result:
