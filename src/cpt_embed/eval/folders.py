@@ -53,24 +53,22 @@ def _declared(folder: Path) -> dict[str, str]:
     return spec
 
 
+def layout_files(kind: str, split: str = "test", protocol: str = "cv") -> list[str]:
+    """The files a task of `kind` reads, relative to its folder (one place for the layouts
+    of the built-in tasks and of the user's folders)."""
+    if kind in ("retrieval", "code"):
+        return ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"]
+    if kind == "classification":
+        return ["train.jsonl", f"{split}.jsonl", *(["dev.jsonl"] if protocol == "dev" else [])]
+    return [f"{split}.tsv"]
+
+
 def _inferred(folder: Path, split: str) -> str:
-    """The kind the files make: the first layout that holds any of its files must hold all."""
-    layouts = {
-        "retrieval": ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"],
-        "classification": ["train.jsonl", f"{split}.jsonl"],
-        "sts": [f"{split}.tsv"],
-    }
-    for kind, files in layouts.items():
-        if any((folder / name).is_file() for name in files):
-            _require(folder, files, kind)
+    """The kind the files make: the first layout of which the folder holds any file."""
+    for kind in ("retrieval", "classification", "sts"):
+        if any((folder / name).is_file() for name in layout_files(kind, split)):
             return kind
     raise InputError(f"{folder}: no evaluation data found; {LAYOUTS}")
-
-
-def _require(folder: Path, files: list[str], kind: str) -> None:
-    for name in files:
-        if not (folder / name).is_file():
-            raise InputError(f"{folder / name}: missing, and a {kind} folder needs it; {LAYOUTS}")
 
 
 def folder_task(path: Path) -> Task:
@@ -92,19 +90,16 @@ def folder_task(path: Path) -> Task:
     spec = _declared(path)
     split = spec.get("split", "test")
     kind = spec.get("kind") or _inferred(path, split)
+    protocol = spec.get("protocol") or ("dev" if (path / "dev.jsonl").is_file() else "cv")
+    files = layout_files(kind, split, protocol)
+    for name in files:
+        if not (path / name).is_file():
+            raise InputError(f"{path / name}: missing, and a {kind} folder needs it; {LAYOUTS}")
     name = path.name
     if kind in ("retrieval", "code"):
-        files = ["corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"]
-        _require(path, files, kind)
         run = functools.partial(run_retrieval, task=name, folder=path, group=kind, split=split)
-        return Task(name, kind, run, tuple(str(path / f) for f in files))
-    if kind == "classification":
-        dev = (path / "dev.jsonl").is_file()
-        protocol = spec.get("protocol") or ("dev" if dev else "cv")
-        files = ["train.jsonl", f"{split}.jsonl", *(["dev.jsonl"] if protocol == "dev" else [])]
-        _require(path, files, kind)
+    elif kind == "classification":
         run = functools.partial(run_probe, task=name, folder=path, protocol=protocol, split=split)
-        return Task(name, kind, run, tuple(str(path / f) for f in files))
-    _require(path, [f"{split}.tsv"], kind)
-    source = path / f"{split}.tsv"
-    return Task(name, "sts", functools.partial(run_sts, task=name, source=source), (str(source),))
+    else:
+        run = functools.partial(run_sts, task=name, source=path / files[0])
+    return Task(name, kind, run, tuple(str(path / f) for f in files))

@@ -16,6 +16,7 @@ from cpt_embed.eval.cache import CachedEncoder
 from cpt_embed.eval.classification import PROBES, SENTEVAL_7, run_knn, run_probe, run_zero_shot
 from cpt_embed.eval.context import Context, Task, TaskResult
 from cpt_embed.eval.data import Checksums
+from cpt_embed.eval.folders import layout_files
 from cpt_embed.eval.retrieval import RETRIEVAL_SOURCES, run_retrieval
 from cpt_embed.eval.sts import STS_SOURCES, run_sts
 from cpt_embed.model.resolve import resolve_model
@@ -29,8 +30,8 @@ def _sts_file(name: str) -> str:
     return source if source.endswith(".tsv") else f"{source}/all.tsv"
 
 
-def _splits(task: str, *names: str) -> tuple[str, ...]:
-    return tuple(f"classification/{task}/{name}" for name in names)
+def _files(folder: str, kind: str, protocol: str = "cv") -> tuple[str, ...]:
+    return tuple(f"{folder}/{name}" for name in layout_files(kind, protocol=protocol))
 
 
 def _registry() -> dict[str, Task]:
@@ -43,7 +44,7 @@ def _registry() -> dict[str, Task]:
             n,
             "classification",
             functools.partial(run_probe, task=n, folder=f"classification/{n}", protocol=way),
-            _splits(n, "train.jsonl", "test.jsonl", *(["dev.jsonl"] if way == "dev" else [])),
+            _files(f"classification/{n}", "classification", way),
         )
         for n, way in PROBES.items()
     ]
@@ -52,13 +53,13 @@ def _registry() -> dict[str, Task]:
             "zeroshot_sst2",
             "zeroshot",
             functools.partial(run_zero_shot, task="sst2"),
-            _splits("sst2", "labels.json", "test.jsonl"),
+            ("classification/sst2/labels.json", "classification/sst2/test.jsonl"),
         ),
         Task(
             "knn_sst2",
             "knn",
             functools.partial(run_knn, task="sst2"),
-            _splits("sst2", "train.jsonl", "test.jsonl"),
+            _files("classification/sst2", "classification"),
         ),
     ]
     tasks += [
@@ -66,7 +67,7 @@ def _registry() -> dict[str, Task]:
             n,
             group,
             functools.partial(run_retrieval, task=n, folder=folder, group=group),
-            (f"{folder}/corpus.jsonl", f"{folder}/queries.jsonl", f"{folder}/qrels/test.tsv"),
+            _files(folder, group),
         )
         for n, (folder, group) in RETRIEVAL_SOURCES.items()
     ]
