@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cpt_embed.cli.common import (
+    BatchSizeOption,
     DeviceOption,
     DtypeOpt,
     DtypeOption,
@@ -277,7 +278,7 @@ def pairs_filter(
     group_by: GroupByOption = "repo",
     seed: Annotated[int, typer.Option(help="Seed of the split into pools.")] = 0,
     max_length: CurateLengthOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 128,
+    batch_size: BatchSizeOption = 128,
     dtype: DtypeOpt = DtypeOption.auto,
     device: DeviceOption = None,
     fmt: FormatOption = ShardFormat.jsonl_gz,
@@ -321,7 +322,7 @@ def pairs_negatives(
     field: Annotated[str, typer.Option(help="Field written with the negatives.")] = "negatives",
     seed: Annotated[int, typer.Option(help="Seed of --sampling random.")] = 0,
     max_length: CurateLengthOption = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per forward pass.")] = 128,
+    batch_size: BatchSizeOption = 128,
     dtype: DtypeOpt = DtypeOption.auto,
     device: DeviceOption = None,
     fmt: FormatOption = ShardFormat.jsonl_gz,
