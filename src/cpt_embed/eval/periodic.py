@@ -17,8 +17,8 @@ def periodic_evaluation(
 ) -> Callable[[Encoder], dict[str, float]]:
     """A callback that scores an Encoder on `tasks` (task and group names, as `cpt eval
     --tasks` takes them) and returns {task: score}. The data comes from `data_dir` (by
-    default where `find_data_dir` finds it); tasks and data are looked up at each call, on
-    the process that evaluates. Nothing is cached (the weights change between calls) and no
+    default where `find_data_dir` finds it); the data dir is looked up at each call, on the
+    process that evaluates. Nothing is cached (the weights change between calls) and no
     progress is shown (it would break the training's progress bar). The task names, and on
     the process that evaluates (rank 0) the data, are checked at once, before training."""
     chosen = select_tasks(tasks)
@@ -28,7 +28,7 @@ def periodic_evaluation(
     def scores(encoder: Encoder) -> dict[str, float]:
         report = evaluate(
             encoder,
-            select_tasks(tasks),
+            chosen,
             find_data_dir(data_dir),
             cache_dir=None,
             show_progress=False,
