@@ -23,7 +23,7 @@ def _pair_set(x, y, groups, y_keys=None):
     n = len(x)
     y_keys = np.arange(n, 2 * n) if y_keys is None else np.asarray(y_keys)
     names = [f"g{i}" for i in range(max(groups) + 1)]
-    return PairSet([], np.asarray(groups), names, np.arange(n), y_keys, x, y, {})
+    return PairSet(np.asarray(groups), names, np.arange(n), y_keys, x, y, {})
 
 
 def _brute_force_keep(pairs: PairSet, top_k: int) -> np.ndarray:

@@ -36,7 +36,6 @@ BLOCK = 4096
 class PairSet:
     """Everything about n pairs that curation decides on; row i is the i-th pair read."""
 
-    files: list[Path]
     groups: np.ndarray  # (n,) index into group_names
     group_names: list[str]
     x_keys: np.ndarray  # (n,) ids of the normalised texts: equal texts, equal ids (x and y
@@ -88,7 +87,7 @@ def check_pairs(source: Path) -> list[Path]:
     raise InputError(f"{source}: no pairs to curate; pass the output of cpt pairs code|text")
 
 
-def _count(files: list[Path], source: Path) -> int | None:
+def _count(source: Path) -> int | None:
     """The number of pairs a mining manifest declares (for the progress bar)."""
     manifest = source / MANIFEST
     if source.is_dir() and manifest.is_file():
@@ -146,9 +145,7 @@ def load_pairs(
     blocks: list[np.ndarray] = []
     x_texts: list[str] = []
     y_texts: list[str] = []
-    bar = tqdm(
-        total=_count(files, source), unit="pair", desc="embedding pairs", disable=not show_progress
-    )
+    bar = tqdm(total=_count(source), unit="pair", desc="embedding pairs", disable=not show_progress)
 
     def flush() -> None:
         sides = {"query": x_texts, "document": y_texts}
@@ -176,7 +173,7 @@ def load_pairs(
     table = np.asarray(rows, dtype=np.int64)
     vectors = np.concatenate(blocks, axis=1)
     return PairSet(
-        files, table[:, 0], list(groups), table[:, 1], table[:, 2], vectors[0], vectors[1], keys
+        table[:, 0], list(groups), table[:, 1], table[:, 2], vectors[0], vectors[1], keys
     )
 
 
