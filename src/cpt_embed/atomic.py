@@ -57,6 +57,15 @@ def check_output_file(path: str | os.PathLike, option: str = "--output") -> Path
     return path
 
 
+def check_output_folder(path: str | os.PathLike, kind: str = "folder") -> Path:
+    """`path`, where a folder of output can be made (checked before any work): no file in
+    its place. `kind` says what to pass as --output instead."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: a file, not a folder; pass a {kind} as --output")
+    return path
+
+
 def no_space_error(err: OSError) -> NoSpaceError | None:
     """`err` as a NoSpaceError where a write failed for want of space outside the writers
     here (an appended log, say), else None."""

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cpt_embed.atomic import atomic_file
+from cpt_embed.atomic import atomic_file, check_output_folder
 from cpt_embed.data.jsonl import read_jsonl
 from cpt_embed.errors import InputError, first_line, missing_path
 
@@ -127,8 +127,7 @@ class ShardWriter:
         resuming. True for a fresh start: no manifest yet, or one of a run that wrote no
         pair and left nothing else (whatever its settings: nothing is lost)."""
         out, manifest = self.out_dir, self.out_dir / MANIFEST
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: a file, not a folder; pass a folder as --output")
+        check_output_folder(out)
         if not manifest.is_file():
             if out.exists() and any(not _stale(p) for p in out.iterdir()):
                 raise InputError(

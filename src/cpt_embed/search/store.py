@@ -21,6 +21,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from cpt_embed.atomic import check_output_folder
 from cpt_embed.errors import InputError
 from cpt_embed.search.chunks import Chunk
 
@@ -71,8 +72,7 @@ def check_output(out: Path) -> None:
     out = Path(out)
     if not out.exists():
         return
-    if not out.is_dir():
-        raise InputError(f"{out}: a file, not a folder; pass a new folder as --output")
+    check_output_folder(out, "new folder")
     names = sorted(p.name for p in out.iterdir())
     if not names:
         return

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from cpt_embed.atomic import atomic_file
+from cpt_embed.atomic import atomic_file, check_output_folder
 from cpt_embed.errors import InputError
 from cpt_embed.train.distributed import barrier, world
 from cpt_embed.train.state import load_state, save_state
@@ -54,8 +54,7 @@ def start_checkpoint(output: Path, resume: bool) -> Path | None:
     """The checkpoint a run into `output` starts from: the newest when resuming, none for a
     fresh run. Resuming without a checkpoint, or a fresh run into a folder that holds some
     (it would mix two runs), is an error; so is an output that is a file."""
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output}: a file, not a folder; pass a run folder as --output")
+    check_output_folder(output, "run folder")
     latest = latest_checkpoint(output)
     if resume and latest is None:
         raise InputError(f"--resume: no checkpoint in {output / CHECKPOINTS}")
