@@ -11,8 +11,7 @@ from typer.testing import CliRunner
 
 from cpt_embed.cli import app
 from cpt_embed.errors import InputError
-from cpt_embed.eval import evaluate, select_tasks
-from cpt_embed.eval.context import Task
+from cpt_embed.eval import Task, evaluate, select_tasks
 
 
 def _copy(mini_data, relative, target):
@@ -74,7 +73,11 @@ def test_python_api_from_folder(mini_data, tmp_path):
         ({"notes.md": "hi"}, None, "no evaluation data found"),
         ({"test.tsv": "x"}, {"kind": "retrieval"}, "corpus.jsonl"),
         ({"test.tsv": "x"}, {"kind": "words"}, "'words' is not one of"),
-        ({"test.tsv": "x"}, {"sides": "query"}, "unknown key 'sides'"),
+        ({"test.tsv": "x"}, {"colour": "red"}, "unknown key 'colour'"),
+        ({"test.tsv": "x"}, {"sides": "query"}, "must map fields to"),
+        ({"test.tsv": "x"}, {"metrics": "spearman"}, "must be a list"),
+        ({"test.tsv": "x"}, {"metrics": ["ndcg@10"]}, "metrics of a sts task are spearman"),
+        ({"test.tsv": "x"}, {"sides": {"queries": "query"}}, "sides of a sts task are text"),
         ({"train.jsonl": "", "test.jsonl": ""}, {"protocol": "dev"}, "dev.jsonl"),
     ],
 )
@@ -101,3 +104,42 @@ def test_a_folder_named_as_a_chosen_task_is_refused(mini_data, tmp_path):
 def test_an_unknown_word_still_says_what_tasks_there_are():
     with pytest.raises(InputError, match="unknown task 'nosuch'.*a path to a folder"):
         select_tasks("nosuch")
+
+
+def test_declared_metrics_choose_the_headline_and_what_is_reported(tiny_bert, mini_data, tmp_path):
+    papers = _copy(mini_data, "retrieval/scifact", tmp_path / "papers")
+    (papers / "task.json").write_text(json.dumps({"metrics": ["recall@100", "ndcg@10"]}))
+    pairs = _copy(mini_data, "classification/mrpc", tmp_path / "paraphrases")
+    (pairs / "task.json").write_text(json.dumps({"metrics": ["f1", "accuracy"]}))
+    built_in = _scores(evaluate(str(tiny_bert), ["scifact", "mrpc"], mini_data, cache_dir=None))
+    report = evaluate(
+        str(tiny_bert), select_tasks([str(papers), str(pairs)]), mini_data, cache_dir=None
+    )
+    papers_result, pairs_result = report.results
+    assert papers_result.metric == "recall@100"
+    assert list(papers_result.scores) == ["recall@100", "ndcg@10"]
+    assert papers_result.score == pytest.approx(built_in["scifact"]["recall@100"])
+    assert pairs_result.metric == "f1"
+    assert pairs_result.scores == pytest.approx(built_in["mrpc"])
+
+
+def test_declared_sides_embed_each_field_on_its_side(tiny_bert, mini_data, tmp_path):
+    from cpt_embed.model import Encoder
+
+    encoder = Encoder.load(str(tiny_bert), delimiters={"query": ("[", "]"), "document": ("{", "}")})
+    default = _copy(mini_data, "retrieval/scifact", tmp_path / "as_given")
+    swapped = _copy(mini_data, "retrieval/scifact", tmp_path / "swapped")
+    (swapped / "task.json").write_text(
+        json.dumps({"sides": {"queries": "document", "corpus": "query"}})
+    )
+    pairs = _copy(mini_data, "sts/stsb", tmp_path / "documents_alike")
+    (pairs / "task.json").write_text(json.dumps({"sides": {"text": "document"}}))
+    tasks = select_tasks([str(default), str(swapped), str(pairs)])
+    ours = _scores(evaluate(encoder, tasks, mini_data, cache_dir=None))
+    queries_side = _scores(evaluate(encoder, ["stsb"], mini_data, cache_dir=None))
+    documents_side = evaluate(
+        encoder, ["stsb"], mini_data, cache_dir=None, symmetric_side="document"
+    )
+    assert ours["as_given"] != pytest.approx(ours["swapped"])
+    assert ours["documents_alike"] == pytest.approx(_scores(documents_side)["stsb"])
+    assert ours["documents_alike"] != pytest.approx(queries_side["stsb"])

@@ -20,6 +20,7 @@ from cpt_embed.cli.common import (
     say,
     user_errors,
 )
+from cpt_embed.errors import InputError
 
 
 @user_errors
@@ -29,7 +30,9 @@ def eval_(
         typer.Option(
             "--model",
             "-m",
-            help="Model to evaluate; repeat to compare side by side (deltas against the first).",
+            help="Model to evaluate; repeat to compare side by side (deltas against the "
+            "first). bm25: the lexical baseline (bm25s; English stemmer and stop words, "
+            "identifiers split in code) on the retrieval and code tasks.",
         ),
     ] = ["default"],  # noqa: B006
     tasks: Annotated[
@@ -90,7 +93,13 @@ def eval_(
     from cpt_embed.eval.data import find_data_dir
     from cpt_embed.eval.report import check_outputs, print_table, write_json, write_markdown
     from cpt_embed.eval.report import plot as draw_plot
-    from cpt_embed.eval.suite import check_models, check_task_data
+    from cpt_embed.eval.suite import (
+        LEXICAL_GROUPS,
+        check_models,
+        check_task_data,
+        is_lexical,
+        task_group,
+    )
 
     chosen = select_tasks(tasks)
     built_in = any(isinstance(task, str) for task in chosen)
@@ -100,13 +109,23 @@ def eval_(
     report_path = output or Path("results") / f"eval-{stamp}.json"
     check_outputs(report_path, plot, markdown)
     check_models(model)
+    if any(map(is_lexical, model)) and not any(task_group(t) in LEXICAL_GROUPS for t in chosen):
+        raise InputError(
+            "--model bm25 ranks documents, and none of --tasks is a retrieval or code task; "
+            "add some (--tasks retrieval,code) or drop bm25"
+        )
     cache = None if no_cache else (cache_dir or default_cache_dir())
     quiet_transformers()
     from cpt_embed.model import Encoder  # torch: after every check above
 
     reports = []
     for name in model:
-        err_console.print(f"[bold]{name}[/]: {len(chosen)} tasks on {data_dir}", highlight=False)
+        runs = [t for t in chosen if not is_lexical(name) or task_group(t) in LEXICAL_GROUPS]
+        left = len(chosen) - len(runs)
+        note = f" ({left} without retrieval left out: bm25 ranks documents)" if left else ""
+        err_console.print(
+            f"[bold]{name}[/]: {len(runs)} tasks on {data_dir}{note}", highlight=False
+        )
 
         def show(result):
             say(
@@ -114,7 +133,8 @@ def eval_(
                 f"({result.seconds:.1f}s)"
             )
 
-        subject = Encoder.load(name, device=device, max_length=max_length) if max_length else name
+        reload = max_length and not is_lexical(name)
+        subject = Encoder.load(name, device=device, max_length=max_length) if reload else name
         report = evaluate(
             subject,
             chosen,

@@ -17,17 +17,21 @@ from cpt_embed.eval.data import Checksums
 class Context:
     """The model (through the embedding cache), the data folder and the shared settings.
 
-    symmetric_side: the side used for both texts of symmetric tasks (STS, classification).
+    symmetric_side: the side used for both texts of symmetric tasks (STS, classification);
+    retriever: "dense" (the embedder), or "bm25" (no embedder: retrieval and code tasks).
     """
 
-    embedder: CachedEncoder
+    embedder: CachedEncoder | None
     data_dir: Path
     symmetric_side: str = "query"
     seed: int = 0
     checksums: Checksums = field(default_factory=Checksums)
+    retriever: str = "dense"
 
     def embed(self, texts: list[str], side: str | None = None) -> np.ndarray:
         """Embeddings of `texts` (on the symmetric side unless told)."""
+        if self.embedder is None:
+            raise RuntimeError(f"the {self.retriever} retriever embeds nothing")
         return self.embedder.encode(texts, side or self.symmetric_side)
 
     def embed_unique(self, texts: list[str], side: str | None = None) -> np.ndarray:
@@ -44,7 +48,8 @@ class Context:
 
 @dataclass
 class TaskResult:
-    """One task's numbers: `scores[metric]` is the headline, `details` the breakdowns."""
+    """One task's numbers: `scores[metric]` is the headline, `details` the breakdowns,
+    `protocol` how the numbers are made, in words (every report prints it)."""
 
     task: str
     group: str
@@ -53,6 +58,7 @@ class TaskResult:
     details: dict[str, Any] = field(default_factory=dict)
     size: int = 0
     seconds: float = 0.0
+    protocol: str = ""
 
     @property
     def score(self) -> float:

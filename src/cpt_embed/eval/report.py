@@ -13,7 +13,7 @@ from rich.table import Table
 
 from cpt_embed.atomic import atomic_file, check_output_file
 from cpt_embed.errors import InputError
-from cpt_embed.eval.classification import SENTEVAL_7
+from cpt_embed.eval.classification import SENTEVAL_7, SENTEVAL_7_PROTOCOL
 from cpt_embed.eval.context import TaskResult
 from cpt_embed.eval.suite import ModelReport
 
@@ -92,8 +92,49 @@ def _delta(value: float) -> str:
     return f"[{colour}]{value:+.2f}[/]"
 
 
+def _rows(reports: list[ModelReport]) -> list[TaskResult]:
+    """One result per task in the order the tasks first appear across the reports (a model
+    such as bm25 runs only some tasks), each the first model's that has it."""
+    first: dict[str, TaskResult] = {}
+    for report in reports:
+        for result in report.results:
+            first.setdefault(result.task, result)
+    return list(first.values())
+
+
+def protocols(reports: list[ModelReport]) -> list[tuple[str, str]]:
+    """(tasks, protocol) for every distinct protocol of the reports' results, so that every
+    number says how it was made; the SentEval-7 average's own when it is there."""
+    tasks: dict[str, list[str]] = {}
+    for report in reports:
+        for result in report.results:
+            if result.protocol:
+                named = tasks.setdefault(result.protocol, [])
+                if result.task not in named:
+                    named.append(result.task)
+    out = [(", ".join(names), text) for text, names in tasks.items()]
+    if any("senteval-7 avg" in averages(r) for r in reports):
+        out.append(("senteval-7 avg", SENTEVAL_7_PROTOCOL))
+    return out
+
+
+def _cells(
+    results: list[dict[str, TaskResult]], task: str, metric: str, base: float | None
+) -> list[str]:
+    """A row's score and delta cells, one model after another ('-' where it lacks them)."""
+    cells = []
+    for i, by_task in enumerate(results):
+        value = by_task[task].scores.get(metric) if task in by_task else None
+        cells.append("-" if value is None else f"{value:.2f}")
+        if i:
+            known = value is not None and base is not None
+            cells.append(_delta(value - base) if known else "-")
+    return cells
+
+
 def print_table(reports: list[ModelReport], console: Console) -> None:
-    """One row per task (and per group average), one column per model, deltas vs the first."""
+    """One row per task (and per group average), one column per model, deltas vs the first;
+    then the protocol of every number."""
     side = reports[0].settings["symmetric_side"]
     table = Table(title=f"cpt eval (symmetric tasks on the {side} side; scores x 100)")
     for column in ("task", "group", "metric"):
@@ -103,48 +144,44 @@ def print_table(reports: list[ModelReport], console: Console) -> None:
         if i:
             table.add_column(f"Δ [{i}]-[0]", justify="right")
     by_model = [{r.task: r for r in report.results} for report in reports]
-    for result in reports[0].results:
-        row = [result.task, result.group, result.metric]
-        for i, results in enumerate(by_model):
-            other = results.get(result.task)
-            row.append(f"{other.score:.2f}" if other else "-")
-            if i:
-                row.append(_delta(other.score - result.score) if other else "-")
-        table.add_row(*row)
-        extras = {k: v for k, v in result.scores.items() if k != result.metric}
-        for metric in extras:
-            row = ["", "", metric]
-            for i, results in enumerate(by_model):
-                value = results[result.task].scores.get(metric)
-                row.append(f"{value:.2f}")
-                if i:
-                    row.append(_delta(value - result.scores[metric]))
-            table.add_row(*row, style="dim")
+    for result in _rows(reports):
+        base = by_model[0].get(result.task)
+        for metric in [result.metric, *(m for m in result.scores if m != result.metric)]:
+            headline = metric == result.metric
+            row = [result.task if headline else "", result.group if headline else "", metric]
+            row += _cells(by_model, result.task, metric, base and base.scores.get(metric))
+            table.add_row(*row, style=None if headline else "dim")
     table.add_section()
     model_averages = [averages(r) for r in reports]
-    for name, value in model_averages[0].items():
+    for name in dict.fromkeys(n for avg in model_averages for n in avg):
         row = [name, "", "mean"]
+        base = model_averages[0].get(name)
         for i, avg in enumerate(model_averages):
-            row.append(f"{avg.get(name, float('nan')):.2f}")
+            value = avg.get(name)
+            row.append("-" if value is None else f"{value:.2f}")
             if i:
-                row.append(_delta(avg.get(name, float("nan")) - value))
+                known = value is not None and base is not None
+                row.append(_delta(value - base) if known else "-")
         table.add_row(*row, style="bold")
     console.print(table)
+    for tasks, text in protocols(reports):
+        console.print(f"[dim]{tasks}:[/] {text}", highlight=False)
 
 
 def markdown(reports: list[ModelReport]) -> str:
-    """A Markdown table of every score (one column per model), then the averages."""
+    """A Markdown table of every score (one column per model), then the averages and the
+    protocol of every number."""
     names = [r.model for r in reports]
     lines = [
         "| task | group | metric | " + " | ".join(names) + " |",
         "|---|---|---|" + "---|" * len(names),
     ]
     by_model = [{r.task: r for r in report.results} for report in reports]
-    for result in reports[0].results:
+    for result in _rows(reports):
         for metric in [result.metric] + [m for m in result.scores if m != result.metric]:
             values = [
-                f"{m[result.task].scores.get(metric, float('nan')):.2f}"
-                if result.task in m
+                f"{m[result.task].scores[metric]:.2f}"
+                if result.task in m and metric in m[result.task].scores
                 else "-"
                 for m in by_model
             ]
@@ -152,9 +189,11 @@ def markdown(reports: list[ModelReport]) -> str:
             group = result.group if metric == result.metric else ""
             lines.append(f"| {task} | {group} | {metric} | " + " | ".join(values) + " |")
     model_averages = [averages(r) for r in reports]
-    for name in model_averages[0]:
-        values = [f"{avg.get(name, float('nan')):.2f}" for avg in model_averages]
+    for name in dict.fromkeys(n for avg in model_averages for n in avg):
+        values = [f"{avg[name]:.2f}" if name in avg else "-" for avg in model_averages]
         lines.append(f"| **{name}** | | mean | " + " | ".join(values) + " |")
+    lines.append("")
+    lines += [f"- {tasks}: {text}" for tasks, text in protocols(reports)]
     return "\n".join(lines) + "\n"
 
 

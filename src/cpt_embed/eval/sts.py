@@ -21,6 +21,10 @@ STS_SOURCES = {
     "sts15": "sts/sts15",
     "sts16": "sts/sts16",
 }
+PROTOCOL = "Spearman x 100 of the cosine of each pair against the gold scores (SentEval, MTEB)"
+POOLED_PROTOCOL = (
+    f"{PROTOCOL}; spearman: every subset pooled, spearman_wmean: the subsets' size-weighted mean"
+)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,7 +52,9 @@ def run_sts(ctx: Context, task: str, source: str | Path) -> TaskResult:
     if source.suffix == ".tsv":
         pairs = load_sts(source, ctx.checksums)
         score = _score(pairs, _embed_all(ctx, pairs))
-        return TaskResult(task, "sts", "spearman", {"spearman": score}, size=len(pairs.scores))
+        return TaskResult(
+            task, "sts", "spearman", {"spearman": score}, size=len(pairs.scores), protocol=PROTOCOL
+        )
     pooled = load_sts(source / "all.tsv", ctx.checksums)
     subsets = {
         p.stem: load_sts(p, ctx.checksums) for p in sorted(source.glob("*.tsv")) if p.stem != "all"
@@ -69,4 +75,5 @@ def run_sts(ctx: Context, task: str, source: str | Path) -> TaskResult:
         {"spearman": _score(pooled, lookup), "spearman_wmean": weighted},
         details={"subsets": per_subset, "subset_sizes": sizes},
         size=len(pooled.scores),
+        protocol=POOLED_PROTOCOL,
     )

@@ -43,7 +43,9 @@ def _registry() -> dict[str, Task]:
         Task(
             n,
             "classification",
-            functools.partial(run_probe, task=n, folder=f"classification/{n}", protocol=way),
+            functools.partial(
+                run_probe, task=n, folder=f"classification/{n}", protocol=way, f1=n == "mrpc"
+            ),
             _files(f"classification/{n}", "classification", way),
         )
         for n, way in PROBES.items()
@@ -127,6 +129,11 @@ def task_name(task: str | Task) -> str:
     return task if isinstance(task, str) else task.name
 
 
+def task_group(task: str | Task) -> str:
+    """The group a task is reported under (retrieval, code, sts, ...)."""
+    return _task(task).group
+
+
 def _task(task: str | Task) -> Task:
     return TASKS[task] if isinstance(task, str) else task
 
@@ -143,10 +150,20 @@ def check_task_data(tasks: list[str | Task], data_dir: Path) -> None:
                 )
 
 
+LEXICAL = "bm25"
+LEXICAL_GROUPS = ("retrieval", "code")
+
+
+def is_lexical(model: object) -> bool:
+    """Whether `model` names the BM25 baseline rather than an embedding model."""
+    return isinstance(model, str) and model.lower() == LEXICAL
+
+
 def check_models(models: list[str]) -> None:
     """Refuse, before the first evaluation, a model name that resolves to no model."""
     for name in models:
-        resolve_model(name)
+        if not is_lexical(name):
+            resolve_model(name)
 
 
 @dataclass
@@ -195,6 +212,42 @@ def versions() -> dict[str, str]:
     }
 
 
+def _dense(
+    model: str | Encoder,
+    cache_dir: Path | None,
+    *,
+    batch_size: int,
+    dtype: str,
+    compile: bool,
+    device: str | None,
+    show_progress: bool,
+) -> tuple[str, CachedEncoder, dict[str, Any]]:
+    """The model's name, its embedder through the cache, and its settings for the report."""
+    from cpt_embed.model import Encoder
+    from cpt_embed.model.runtime.devices import dtype_name, to_dtype
+
+    name = model if isinstance(model, str) else (model.config.base_model or "encoder")
+    encoder = Encoder.load(model, device=device) if isinstance(model, str) else model
+    dtype = dtype_name(to_dtype(dtype, encoder.device))
+    embedder = CachedEncoder(
+        encoder,
+        cache_dir,
+        batch_size=batch_size,
+        dtype=dtype,
+        compile=compile,
+        show_progress=show_progress,
+    )
+    settings = {
+        "model_fingerprint": embedder.fingerprint,
+        "encoder": encoder.config.to_dict(),
+        "dtype": dtype,
+        "compile": compile,
+        "batch_size": batch_size,
+        "device": str(encoder.device),
+    }
+    return name, embedder, settings
+
+
 def evaluate(
     model: str | Encoder,
     tasks: list[str | Task],
@@ -211,42 +264,50 @@ def evaluate(
     show_progress: bool = True,
 ) -> ModelReport:
     """Run `model` through `tasks` (names, or Tasks such as `Task.from_folder(path)`);
-    `on_result` sees each task's result as it lands."""
+    `on_result` sees each task's result as it lands. The model "bm25" is the lexical
+    baseline: it runs the retrieval and code tasks and skips the others."""
     if symmetric_side not in ("query", "document"):
         raise InputError(f"symmetric side must be query or document, got {symmetric_side!r}")
     check_task_data(tasks, data_dir)
     started = time.perf_counter()
-    name = model if isinstance(model, str) else (model.config.base_model or "encoder")
-    from cpt_embed.model import Encoder
-    from cpt_embed.model.runtime.devices import dtype_name, to_dtype
+    chosen = [_task(t) for t in tasks]
+    if is_lexical(model):
+        from cpt_embed.model.lexical import BM25
 
-    encoder = Encoder.load(model, device=device) if isinstance(model, str) else model
-    dtype = dtype_name(to_dtype(dtype, encoder.device))
-    embedder = CachedEncoder(
-        encoder,
-        cache_dir,
-        batch_size=batch_size,
-        dtype=dtype,
-        compile=compile,
-        show_progress=show_progress,
+        name, embedder = LEXICAL, None
+        model_settings = {"bm25": BM25.settings(code=any(t.group == "code" for t in chosen))}
+        skipped = [t.name for t in chosen if t.group not in LEXICAL_GROUPS]
+        chosen = [t for t in chosen if t.group in LEXICAL_GROUPS]
+    else:
+        name, embedder, model_settings = _dense(
+            model,
+            cache_dir,
+            batch_size=batch_size,
+            dtype=dtype,
+            compile=compile,
+            device=device,
+            show_progress=show_progress,
+        )
+        skipped = []
+    ctx = Context(
+        embedder,
+        data_dir,
+        symmetric_side=symmetric_side,
+        seed=seed,
+        retriever=LEXICAL if embedder is None else "dense",
     )
-    ctx = Context(embedder, data_dir, symmetric_side=symmetric_side, seed=seed)
     settings = {
         "model": name,
-        "model_fingerprint": embedder.fingerprint,
-        "encoder": encoder.config.to_dict(),
-        "dtype": dtype,
-        "compile": compile,
-        "batch_size": batch_size,
+        **model_settings,
         "symmetric_side": symmetric_side,
         "seed": seed,
-        "device": str(encoder.device),
         "data_dir": str(data_dir),
-        "tasks": [task_name(t) for t in tasks],
+        "tasks": [t.name for t in chosen],
+        **({"skipped": skipped} if skipped else {}),
         "versions": versions(),
     }
     report = ModelReport(name, settings)
-    for task in map(_task, tasks):
+    for task in chosen:
         start = time.perf_counter()
         result = task.run(ctx)
         result.seconds = time.perf_counter() - start
@@ -256,9 +317,10 @@ def evaluate(
     report.data_files = dict(ctx.checksums.files)
     report.data_checksum = ctx.checksums.combined()
     report.seconds = time.perf_counter() - started
-    settings["cache"] = {
-        "dir": str(cache_dir) if cache_dir else None,
-        "hits": embedder.hits,
-        "misses": embedder.misses,
-    }
+    if embedder is not None:
+        settings["cache"] = {
+            "dir": str(cache_dir) if cache_dir else None,
+            "hits": embedder.hits,
+            "misses": embedder.misses,
+        }
     return report
