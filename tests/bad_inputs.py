@@ -11,7 +11,10 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +85,93 @@ def write_big_line(path: Path, megabytes: float, prefix: str = "", suffix: str =
             handle.write(chunk)
         handle.write(chunk[:part] + suffix.encode() + b"\n")
     return path
+
+
+def gzip_bomb(path: Path, megabytes: int) -> Path:
+    """A gzip file of `megabytes` MiB of the letter a, without a newline, in about 1 kB per
+    MiB: 1 MiB gzip members one after another, which gzip reads as one stream."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(b"a" * (1 << 20), mtime=0) * megabytes)
+    return path
+
+
+def sparse_file(path: Path, gigabytes: int) -> Path:
+    """A file of `gigabytes` GiB of NUL bytes (no newline) that takes no room on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(gigabytes << 30)
+    return path
+
+
+def special_files(folder: Path, *names: str) -> list[Path]:
+    """FIFOs (named pipes, no writer: opening one blocks for ever) and, for names ending in
+    .sock, Unix sockets (their listeners closed) in `folder`, under `names`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        path = folder / name
+        if name.endswith(".sock"):
+            with socket.socket(socket.AF_UNIX) as listener:
+                listener.bind(str(path))
+        else:
+            os.mkfifo(path)
+        paths.append(path)
+    return paths
+
+
+@contextlib.contextmanager
+def fed_fifo(path: Path, data: bytes) -> Iterator[Path]:
+    """`path` made a FIFO that a thread writes `data` into once a reader opens it, as the
+    shell's `<(cmd)` does; a writer still waiting at the end is let go."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(path, "wb") as handle:
+            handle.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        yield path
+    finally:
+        if writer.is_alive():  # nobody read: open the other end, so that the writer ends
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(5)
+
+
+_PEAK = (
+    "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(code)"
+)
+
+
+def cpt_measured(
+    *args: str | os.PathLike, timeout: float = 300
+) -> tuple[subprocess.CompletedProcess, float]:
+    """`cpt ARGS` run as a process of its own (killed with its measuring parent after
+    `timeout` seconds): the finished process (stderr without the measurement) and its peak
+    resident memory in MiB."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("CPT_DEBUG", None)
+    command = [sys.executable, "-c", _PEAK, sys.executable, "-m", "cpt_embed.cli", *args]
+    process = subprocess.Popen(
+        list(map(str, command)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr, _, peak = stderr.rstrip("\n").rpartition("\n")
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return result, int(peak) / 1024
 
 
 def symlink_loops(folder: Path) -> Path:

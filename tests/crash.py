@@ -43,9 +43,10 @@ def measure(run: Callable[[], object], ready: Callable[[], bool]) -> float:
     return time.perf_counter() - seen[0]
 
 
-def cpt_here(args: list[str]) -> None:
+def cpt_here(args: list[str]):
     """Run `cpt ARGS` in this process, as the killed commands run: with one thread (two
-    threads spinning against a busy machine make tiny models' steps seconds long)."""
+    threads spinning against a busy machine make tiny models' steps seconds long); its
+    CliRunner result, which must have succeeded."""
     from typer.testing import CliRunner
 
     from cpt_embed.cli import app
@@ -57,6 +58,7 @@ def cpt_here(args: list[str]) -> None:
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
+    return result
 
 
 def run_killed(

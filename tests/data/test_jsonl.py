@@ -58,11 +58,19 @@ def test_numbered_lines_name_their_source_in_errors():
         list(json_objects([(3, "{")], "f.jsonl"))
 
 
+# damaged deflate data after an intact header: zlib.error, neither OSError nor EOFError
+GZIP_CORRUPT = bytes(
+    byte ^ 0xFF if 20 <= i < 60 else byte
+    for i, byte in enumerate(gzip.compress(b'{"a": "hello world"}\n' * 10_000))
+)
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [
         ("truncated.jsonl.gz", gzip_truncated(), "cannot read (Compressed file ended"),
         ("not_gzip.jsonl.gz", b'{"a": 1}\n', "cannot read (Not a gzipped file"),
+        ("corrupt.jsonl.gz", GZIP_CORRUPT, "cannot read (Error -3 while decompressing"),
     ],
 )
 def test_a_file_that_cannot_be_read_is_named(name, content, message, tmp_path):

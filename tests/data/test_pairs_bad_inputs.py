@@ -17,11 +17,15 @@ from bad_inputs import (
     PROSE,
     PY_FUNCTION,
     UNICODE_NAME,
+    cpt_measured,
     deadline,
+    fed_fifo,
+    gzip_bomb,
     gzip_truncated,
     one_line_error,
     parquet_bad_name,
     parquet_bytes,
+    special_files,
     symlink_loops,
     unreadable,
     write,
@@ -251,6 +255,66 @@ def test_pairs_code_counts_an_unreadable_file(tmp_path):
     result = _pairs("code", [tmp_path / "tree"], tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert _counts(tmp_path / "out")["file_unreadable"] == 1
+
+
+# ----------------------------------------------------- pipes, sockets, compressed inputs
+def test_pairs_skip_and_count_fifos_and_sockets_in_a_folder(tiny_bert, tmp_path):
+    """A FIFO named like a source file used to hang both commands (opened, it waits for a
+    writer for ever); it is skipped and counted, as a socket is."""
+    tree = tmp_path / "tree"
+    write(tree / "good.py", PY_FUNCTION)
+    write(tree / "good.txt", GOOD_DOC)
+    special_files(tree / "pkg", "p.py", "p.txt", "s.sock")
+    for kind in ("code", "text"):
+        result = _pairs(kind, [tree], tmp_path / kind, tokenizer=tiny_bert)
+        assert result.exit_code == 0, result.output
+        assert _counts(tmp_path / kind)["file_not_a_regular_file"] == 3
+        assert "file_not_a_regular_file" in result.output
+
+
+def test_pairs_read_a_pipe_named_on_the_command_line(tiny_bert, tmp_path):
+    """`cpt pairs text <(zcat x.txt.gz)`: a pipe without a suffix is one plain text,
+    read once (no probe or check may take its bytes); `mkfifo p.py` named is source."""
+    corpus = write(tmp_path / "corpus.txt", GOOD_DOC)
+    _pairs("text", [corpus], tmp_path / "from-file", tokenizer=tiny_bert)
+    with fed_fifo(tmp_path / "pipe", GOOD_DOC.encode()) as pipe:
+        result = _pairs("text", [pipe], tmp_path / "from-pipe", tokenizer=tiny_bert)
+    assert result.exit_code == 0, result.output
+    assert _counts(tmp_path / "from-pipe")["documents"] == 1
+    assert _pairs_of(tmp_path / "from-pipe") == _pairs_of(tmp_path / "from-file") != []
+    with fed_fifo(tmp_path / "p.py", PY_FUNCTION.encode()) as pipe:
+        result = _pairs("code", [pipe], tmp_path / "code")
+    assert result.exit_code == 0, result.output
+    assert _counts(tmp_path / "code")["pairs_python"] == 1
+
+
+def test_pairs_text_caps_decompressed_bytes(tiny_bert, tmp_path):
+    """Gzip files of 64 MiB in 64 kB: over the 50 MB cap once decompressed, each read no
+    further (the size on disk was checked alone, and the file or line read whole)."""
+    corpus = tmp_path / "corpus"
+    gzip_bomb(corpus / "bomb.txt.gz", 64)
+    gzip_bomb(corpus / "bomb.jsonl.gz", 64)
+    write(corpus / "good.txt", GOOD_DOC)
+    result = _pairs("text", [corpus], tmp_path / "out", tokenizer=tiny_bert)
+    assert result.exit_code == 0, result.output
+    counts = _counts(tmp_path / "out")
+    assert counts["file_too_large"] == 1 and counts["record_too_large"] == 1
+    assert counts["documents"] == 1
+
+
+def test_pairs_text_a_gzip_bomb_given_directly_is_one_line_in_bounded_memory(tiny_bert, tmp_path):
+    """1 GiB of one line in a 1 MB gzip, over the 50 MB default: it used to be read whole
+    (past 130 s and 3.4 GB)."""
+    bomb = gzip_bomb(tmp_path / "bomb.txt.gz", 1024)
+    args = ("-o", tmp_path / "out", "--no-exclude-eval", "--tokenizer", tiny_bert)
+    result, peak_mib = cpt_measured("pairs", "text", bomb, *args, timeout=120)
+    assert "is larger than 50,000,000 bytes" in one_line_error(result, str(bomb))
+    assert peak_mib < 600, peak_mib
+
+
+def _pairs_of(out: Path) -> list[tuple[str, str]]:
+    records = [json.loads(line) for line in (out / "pairs-00000.jsonl").open()]
+    return [(record["x"], record["y"]) for record in records]
 
 
 # ------------------------------------------------------------------- library readers

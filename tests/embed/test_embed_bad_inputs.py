@@ -15,7 +15,10 @@ from bad_inputs import (
     DEEP_JSON,
     NOT_UTF8,
     UNICODE_NAME,
+    cpt_measured,
     deadline,
+    fed_fifo,
+    gzip_bomb,
     gzip_truncated,
     one_line_error,
     parquet_bad_name,
@@ -148,3 +151,28 @@ def test_embed_one_100_mb_line(tiny_bert, tmp_path):
     assert result.exit_code == 0, result.output
     assert np.load(tmp_path / "o.npy").shape[0] == 1
     assert time.perf_counter() - started < 60
+
+
+def test_embed_a_gzip_bomb_is_one_line_in_bounded_memory(tiny_bert, tmp_path):
+    """512 MiB on one line in a 512 kB gzip: read no further than the 128 MiB a line may
+    hold (it used to be read whole: 2.3 GB for 1 GB); the same in a JSONL file."""
+    for name in ("bomb.txt.gz", "bomb.jsonl.gz"):
+        bomb = gzip_bomb(tmp_path / name, 512)
+        result, peak_mib = cpt_measured("embed", bomb, "-o", tmp_path / "o.npy", "-m", tiny_bert)
+        line = one_line_error(result, str(bomb))
+        assert "line 1 is longer than 134,217,728 bytes" in line
+        assert peak_mib < 600, peak_mib
+
+
+def test_embed_reads_a_pipe_named_on_the_command_line(tiny_bert, tmp_path):
+    """`cpt embed <(cat texts.txt) -o v.npy`: a pipe without a suffix reads as lines, as
+    stdin does (it was "no such file"); a FIFO with one reads as its suffix says."""
+    texts = write(tmp_path / "texts.txt", "first\nsecond\n")
+    plain = _embed(str(texts), "-o", str(tmp_path / "plain.npy"), "-m", str(tiny_bert))
+    assert plain.exit_code == 0, plain.output
+    for name in ("pipe", "pipe.txt"):
+        with fed_fifo(tmp_path / name, texts.read_bytes()) as pipe:
+            out = tmp_path / f"{name}.npy"
+            result = _embed(str(pipe), "-o", str(out), "-m", str(tiny_bert))
+        assert result.exit_code == 0, result.output
+        np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "plain.npy"))

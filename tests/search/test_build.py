@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_inputs import sparse_file, write
 from sample_repo import FILES
 from typer.testing import CliRunner
 
 from cpt_embed.cli import app
 from cpt_embed.data.vectors import write_vectors
 from cpt_embed.errors import InputError
+from cpt_embed.search import build as build_module
 from cpt_embed.search.build import build_index, build_index_from_embeddings, update_index
 from cpt_embed.search.query import Searcher
 from cpt_embed.search.store import read_manifest
@@ -99,6 +101,23 @@ def test_excluded_paths_stay_out_and_updates_keep_the_patterns(repo, tmp_path, e
     (repo / "docs" / "more.md").write_text("# More\n\ntext\n")
     assert update_index(index, encoder).files == 2
     assert read_manifest(index)["exclude"] == ["docs/"]
+
+
+def test_a_file_over_the_cap_is_left_out_by_its_size_unread(tmp_path, tiny_encoder, monkeypatch):
+    """A 3 GiB file (sparse) is skipped as too large by its size alone: it used to be hashed
+    whole first (seconds of reading for a file that is never indexed)."""
+    tree = tmp_path / "tree"
+    sparse_file(tree / "huge.txt", 3)
+    write(tree / "good.md", "# Title\n\nSome words.\n")
+    hashed, real = [], build_module.sha256_of
+    monkeypatch.setattr(
+        build_module, "sha256_of", lambda path: hashed.append(path.name) or real(path)
+    )
+    report = build_index(
+        [tree], tmp_path / "idx", tiny_encoder, model_name="tiny", show_progress=False
+    )
+    assert hashed == ["good.md"]
+    assert report.counts["file_too_large"] == 1 and report.files == 1
 
 
 def test_an_unknown_kind_is_refused_before_any_work(repo, tmp_path, tiny_encoder, tiny_bert):

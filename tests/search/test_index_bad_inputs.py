@@ -15,11 +15,15 @@ from bad_inputs import (
     DEEP_JSON,
     NOT_UTF8,
     UNICODE_NAME,
+    cpt_measured,
     deadline,
+    gzip_bomb,
     gzip_truncated,
     one_line_error,
     parquet_bad_name,
     parquet_bytes,
+    sparse_file,
+    special_files,
     symlink_loops,
     write,
     write_big_line,
@@ -75,6 +79,47 @@ def test_index_build_bad_root_is_one_line(what, tiny_bert, tmp_path):
         result = _build(str(root), "-o", str(tmp_path / "idx"), "-m", str(tiny_bert), *extra)
         line = one_line_error(result, str(root))
         assert ("symlink" in line) == (what == "self_link")
+
+
+def _skipped(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.startswith("skipped ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_index_build_skips_fifos_and_sockets_and_refuses_one_named(tiny_bert, tmp_path):
+    """A FIFO named like a source file used to hang the build (opened to be hashed, it
+    waits for a writer for ever). Named as a root, it is refused: an update reads the
+    files of an index again."""
+    tree = tmp_path / "tree"
+    write(tree / "good.md", "# Title\n\nSome words.\n")
+    fifo, _ = special_files(tree, "p.py", "s.sock")
+    result = _build(str(tree), "-o", str(tmp_path / "idx"), "-m", str(tiny_bert))
+    assert result.exit_code == 0, result.output
+    assert "2 files (not a regular file)" in _skipped(result.output)
+    result = _build(str(fifo), "-o", str(tmp_path / "idx2"), "-m", str(tiny_bert))
+    assert "a pipe, device or socket, not a file" in one_line_error(result, str(fifo))
+
+
+def test_index_build_caps_decompressed_bytes_in_bounded_memory(tiny_bert, tmp_path):
+    """Over the 2 MB cap once decompressed or read: gzip files of 1 GiB in 1 MB (a whole
+    file and a JSONL line) and a sparse JSONL file of one 1 GiB line, each read no further
+    (a 1 GiB line took 2.1 GB; a gzipped one became a 1 GB chunk, 2.6 GB and a
+    sqlite3.DataError traceback)."""
+    tree = tmp_path / "tree"
+    gzip_bomb(tree / "bomb.md.gz", 1024)
+    gzip_bomb(tree / "bomb.jsonl.gz", 1024)
+    sparse_file(tree / "sparse.jsonl", 1)
+    write(tree / "good.md", "# Title\n\nSome words.\n")
+    result, peak_mib = cpt_measured(
+        "index", "build", tree, "-o", tmp_path / "idx", "-m", tiny_bert, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    skipped = _skipped(result.stderr)
+    assert "1 file (too large)" in skipped and "2 records (too large)" in skipped, skipped
+    with sqlite3.connect(tmp_path / "idx" / "meta.sqlite") as db:
+        assert {row[0] for row in db.execute("SELECT path FROM chunks")} == {"tree/good.md"}
+    assert peak_mib < 1000, peak_mib
 
 
 def _fixed(values: np.ndarray):

@@ -17,6 +17,7 @@ from cpt_embed.train.checkpoints import (
     STATE,
     latest_checkpoint,
     load_checkpoint,
+    nothing_to_resume,
     save_checkpoint,
     start_checkpoint,
     trim_log,
@@ -37,7 +38,7 @@ def _save(output: Path, step: int, settings: dict = SETTINGS) -> Path:
 def test_the_newest_complete_checkpoints_are_kept(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     assert start_checkpoint(tmp_path, resume=False) is None
-    with pytest.raises(InputError, match="--resume: no checkpoint in"):
+    with pytest.raises(InputError, match="no complete checkpoint in .*; leave out --resume"):
         start_checkpoint(tmp_path, resume=True)
     for step in (2, 4):
         _save(tmp_path, step)
@@ -55,6 +56,24 @@ def test_the_newest_complete_checkpoints_are_kept(tmp_path):
     assert start_checkpoint(tmp_path, resume=True) == path
     with pytest.raises(InputError, match="holds checkpoints; pass --resume"):
         start_checkpoint(tmp_path, resume=False)
+
+
+def test_resuming_without_a_complete_checkpoint_starts_from_step_zero(tmp_path):
+    """A kill during the first checkpoint leaves its folder without the state file: there
+    is nothing to resume, which --resume says in one line before starting from step 0 (it
+    used to refuse, with no fix)."""
+    (tmp_path / CHECKPOINTS / "step-0000002" / "model").mkdir(parents=True)
+    note = nothing_to_resume(tmp_path)
+    assert note == (
+        f"--resume: no complete checkpoint in {tmp_path / CHECKPOINTS} (the run stopped "
+        "before its first one was written); starting from step 0"
+    )
+    assert nothing_to_resume(tmp_path / "never-made") is not None
+    _save(tmp_path, 4)
+    assert nothing_to_resume(tmp_path) is None
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="file"):
+        nothing_to_resume(tmp_path / "file")
 
 
 def test_resuming_checks_the_settings_and_restores_the_rng(tmp_path):

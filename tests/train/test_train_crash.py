@@ -146,6 +146,23 @@ def test_what_a_kill_after_a_checkpoint_leaves_is_tidied_on_resume(whole, settin
     _resume_and_compare(settings_at(output), whole[0])
 
 
+def test_a_kill_during_the_first_checkpoint_resumes_from_step_zero(whole, settings_at, tmp_path):
+    """The step-2 folder without its state file (the model written, the kill before the
+    state): --resume says there is no complete checkpoint and trains from step 0 to the
+    uninterrupted run's model (it used to refuse: "no checkpoint", and no fix)."""
+    output, model = tmp_path / "run", whole[0] / CHECKPOINTS / "step-0000004" / "model"
+    shutil.copytree(model, output / CHECKPOINTS / "step-0000002" / "model")  # any model
+    rows = (whole[0] / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (output / "metrics.jsonl").write_text("".join(rows[:2]))
+    result = cpt_here([*_args(settings_at(output)), "--resume"])
+    assert (
+        f"--resume: no complete checkpoint in {output / CHECKPOINTS} (the run stopped before "
+        "its first one was written); starting from step 0"
+    ) in result.stderr
+    _assert_same_model(output / "model", whole[0] / "model")
+    assert _losses(output) == pytest.approx(_losses(whole[0]), abs=1e-5)
+
+
 def _assert_failed_write_left_step_four(settings: dict, whole: Path, error: str) -> None:
     output = Path(settings["output"])
     assert f"error: cannot write {output / CHECKPOINTS / 'step-0000006'}" in error

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -45,6 +46,26 @@ DtypeOpt = Annotated[
 ]
 
 
+# C0 controls, DEL and C1 controls: what a terminal takes as commands (ESC [2J clears it,
+# ESC ]0; sets its title, 0x9b is a CSI by itself).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SHOWN_AS = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def for_terminal(text: str, *, one_line: bool = False) -> str:
+    """`text` from a file (its contents or its name) with every control character shown as
+    an escape (`\\x1b`), so that printing it cannot move the cursor, clear the screen or
+    retitle the terminal; tabs and newlines are kept, unless `one_line` (a file name)."""
+
+    def shown(match: re.Match) -> str:
+        char = match.group()
+        if char in "\t\n" and not one_line:
+            return char
+        return _SHOWN_AS.get(char, f"\\x{ord(char):02x}")
+
+    return _CONTROLS.sub(shown, text)
+
+
 def say(message: str) -> None:
     """One line to stderr, as written (no markup highlighting, no wrapping)."""
     err_console.print(message, highlight=False, soft_wrap=True)
@@ -72,9 +93,8 @@ def user_errors(func: F) -> F:
             if os.environ.get("CPT_DEBUG"):
                 raise
             # escaped: rich would drop bracketed words such as cpt-embed[ray] as markup
-            err_console.print(
-                f"[bold red]error:[/] {escape(first_line(err))}", highlight=False, soft_wrap=True
-            )
+            line = escape(for_terminal(first_line(err), one_line=True))
+            err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

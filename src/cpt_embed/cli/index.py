@@ -3,6 +3,7 @@ documents."""
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from cpt_embed.cli.common import (
     DeviceOption,
     IndexModelOption,
     ModelOption,
+    for_terminal,
     quiet_transformers,
     say,
     user_errors,
@@ -135,7 +137,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
     model: IndexModelOption = None,
 ) -> None:
-    """Search an index: ranked chunks with score, path:line and a highlighted snippet."""
+    """Search an index: ranked chunks with score, path:line and a highlighted snippet
+    (control characters of files shown as escapes, such as \\x1b)."""
     import json as json_module
 
     from rich.text import Text
@@ -152,8 +155,9 @@ def search(
     searcher = Searcher(index, Encoder.load(name), name)
     with cpu_threads(1):  # one query: see embed/corpus.py's ONE_THREAD_CHARS
         hits = searcher.search(query, k, language=lang, path_glob=path_glob)
-    if as_json:
-        print(json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1))
+    if as_json:  # JSON escapes C0 controls; DEL and C1 ones too, for a terminal
+        text = json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1)
+        print(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
         return
     console = Console()
     if not hits:
@@ -161,10 +165,11 @@ def search(
     words = [w for w in query.split() if len(w) > 2]
     for rank, hit in enumerate(hits, 1):
         where = f":{hit.start_line}-{hit.end_line}" if hit.end_line else ""  # 0: a vector id
-        title = f"{rank:>2}. {hit.score:.3f}  {hit.path}{where}"
-        console.print(Text(title + (f"  {hit.name}" if hit.name else ""), style="bold"))
+        title = f"{rank:>2}. {hit.score:.3f}  {for_terminal(hit.path, one_line=True)}{where}"
+        label = f"  {for_terminal(hit.name, one_line=True)}" if hit.name else ""
+        console.print(Text(title + label, style="bold"))
         lines = hit.text.splitlines()
-        snippet = Text("\n".join("    " + line for line in lines[:8]))
+        snippet = Text("\n".join("    " + for_terminal(line) for line in lines[:8]))
         if len(lines) > 8:
             snippet.append(f"\n    ... {len(lines) - 8} more lines", style="dim")
         snippet.highlight_words(words, style="bold yellow", case_sensitive=False)

@@ -165,7 +165,13 @@ def train(
     from cpt_embed.train.sources import parse_sources
 
     parse_sources(settings.data)  # before torch loads: a wrong path answers at once
+    from cpt_embed.train.checkpoints import nothing_to_resume
     from cpt_embed.train.loop import train as run_training
+
+    if settings.resume and (note := nothing_to_resume(Path(settings.output))):
+        if os.environ.get("RANK", "0") == "0":
+            say(note)
+        settings = dataclasses.replace(settings, resume=False)
 
     evaluation = None
     if settings.eval_every:

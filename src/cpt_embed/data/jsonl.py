@@ -5,29 +5,49 @@ nested too deeply, an integer too long to convert, not an object)."""
 from __future__ import annotations
 
 import codecs
-import gzip
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from cpt_embed.data.files import READ_ERRORS, bounded_lines, open_binary
 from cpt_embed.errors import InputError, first_line
 
 Name = str | os.PathLike
 # Where a reader skips bad lines (a corpus being mined) rather than stopping at the first,
 # it passes one of these: it sees each line's error, and the line is left out.
 OnBadLine = Callable[[InputError], None] | None
+# The longest line read (128 MiB): longer ones are no text or record the package takes
+# (a model reads a few thousand tokens of a text), and are never held in memory whole.
+MAX_LINE_BYTES = 128 << 20
+
+
+class LineTooLong(InputError):
+    """A line longer than the reader's cap, read no further than the cap."""
 
 
 def utf8_lines(
-    handle: Iterable[bytes], name: Name, on_bad_line: OnBadLine = None
+    handle: IO[bytes],
+    name: Name,
+    on_bad_line: OnBadLine = None,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[tuple[int, str]]:
     """(line number, text without its line end) of each line of a binary handle, decoded
-    one line at a time so that an error can name the line. A UTF-8 byte order mark is
-    dropped; a UTF-16 or UTF-32 one is an error (for the whole file). Reading errors
+    one line at a time so that an error can name the line. A line over `max_line_bytes`
+    is a LineTooLong error (its rest read in pieces and dropped). A UTF-8 byte order mark
+    is dropped; a UTF-16 or UTF-32 one is an error (for the whole file). Reading errors
     (OSError) pass through: callers know how much they read."""
-    for number, raw in enumerate(handle, start=1):
+    for number, raw in enumerate(bounded_lines(handle, max_line_bytes), start=1):
+        if raw is None:
+            error = LineTooLong(
+                f"{name}: line {number} is longer than {max_line_bytes:,} bytes, more than "
+                "one text or record should hold; split it or leave it out"
+            )
+            if on_bad_line is None:
+                raise error
+            on_bad_line(error)
+            continue
         if number == 1:
             if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                 raise InputError(
@@ -102,12 +122,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     .gz; every error is an InputError naming the file."""
     path = Path(path)
     try:
-        with _open(path) as handle:
+        with open_binary(path) as handle:
             yield from json_objects(utf8_lines(handle, path), path)
-    except (OSError, EOFError) as err:  # unreadable, or a damaged or truncated .gz
+    except READ_ERRORS as err:  # unreadable, or a damaged or truncated .gz
         reason = getattr(err, "strerror", None) or first_line(err)
         raise InputError(f"{path}: cannot read ({reason})") from None
-
-
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")  # noqa: SIM115

@@ -219,7 +219,7 @@ def mine_code(
 
     def units() -> Iterator[tuple[Found, str]]:
         for source in sources:
-            for found in walk_files(Path(source)):
+            for found in walk_files(Path(source), counts=counts):
                 language = language_of(found.path)
                 if language and (not languages or language in languages):
                     yield found, language
@@ -302,7 +302,7 @@ def mine_text(
     writer = ShardWriter(out_dir, fmt=fmt, shard_size=shard_size, settings=settings, resume=resume)
 
     def units():
-        for found in corpus_files(sources):
+        for found in corpus_files(sources, counts):
             yield from documents_of(
                 found.path, found.relative, field_name, id_field, counts, max_file_bytes
             )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from cpt_embed.data.files import READ_ERRORS, is_stream, open_binary
 from cpt_embed.data.jsonl import json_objects, utf8_lines
 from cpt_embed.errors import InputError, first_line, missing_path
 
@@ -23,12 +23,16 @@ class Texts:
     texts: list[str]
 
 
-def _format_of(path: Path) -> tuple[str, bool]:
+def _format_of(path: Path) -> str:
+    """The kind of a text file by its suffix (.gz aside); a pipe without one (`<(cmd)`)
+    reads as .txt, as stdin does."""
     suffixes = [s.lower() for s in path.suffixes]
     gz = bool(suffixes) and suffixes[-1] == ".gz"
     if gz:
         suffixes = suffixes[:-1]
     kind = suffixes[-1] if suffixes else ""
+    if not suffixes and is_stream(path):
+        return ".txt"
     if kind not in TEXT_SUFFIXES:
         raise InputError(
             f"{path}: unknown input format {''.join(path.suffixes) or '(no suffix)'}; "
@@ -36,11 +40,7 @@ def _format_of(path: Path) -> tuple[str, bool]:
         )
     if gz and kind == ".parquet":
         raise InputError(f"{path}: parquet is compressed inside; pass the .parquet file itself")
-    return kind, gz
-
-
-def _open_binary(path: Path, gz: bool) -> IO[bytes]:
-    return gzip.open(path, "rb") if gz else open(path, "rb")  # noqa: SIM115
+    return kind
 
 
 def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
@@ -49,7 +49,7 @@ def _lines(handle: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
     try:
         for number, text in utf8_lines(handle, name):
             yield number, text
-    except (OSError, EOFError) as err:
+    except READ_ERRORS as err:
         raise InputError(f"{name}: cannot read past line {number} ({err})") from None
 
 
@@ -132,18 +132,19 @@ def _column(path: Path, table, name: str) -> list:
 def read_texts(source: str | Path, field: str = "text", id_field: str | None = None) -> Texts:
     """Texts of a file: .txt one text a line (blank lines kept, ids are line numbers),
     .jsonl one JSON object a line (`field` holds the text), .parquet (`field` column);
-    `-` reads lines from stdin. Ids come from `id_field`, else an `id`/`_id` field."""
+    `-` reads lines from stdin, as does a pipe without a suffix (`<(cmd)`). Ids come from
+    `id_field`, else an `id`/`_id` field. No line may pass jsonl.MAX_LINE_BYTES."""
     if str(source) == "-":
         lines = list(_text_lines(sys.stdin.buffer, "<stdin>"))
         return Texts([str(n) for n, _ in lines], [text for _, text in lines])
     path = Path(source)
-    if not path.is_file():
+    if not (path.is_file() or is_stream(path)):
         raise missing_path(path, "file")
-    kind, gz = _format_of(path)
+    kind = _format_of(path)
     if kind == ".parquet":
         return _parquet(path, field, id_field)
     try:
-        with _open_binary(path, gz) as handle:
+        with open_binary(path) as handle:
             if kind == ".jsonl":
                 return _jsonl(_lines(handle, str(path)), str(path), field, id_field)
             lines = list(_text_lines(handle, str(path)))

@@ -244,8 +244,10 @@ def pair_files(path: Path) -> list[Path]:
         if missing is not None:
             raise InputError(f"{missing}: listed in {manifest} but missing; mine into a new folder")
         return files
-    files = sorted(
-        p for p in path.iterdir() if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet"))
+    files = sorted(  # regular files (links followed): a FIFO would block its reader for ever
+        p
+        for p in path.iterdir()
+        if p.name.endswith((".jsonl", ".jsonl.gz", ".parquet")) and p.is_file()
     )
     if not files:
         raise InputError(f"{path}: no pair files (.jsonl, .jsonl.gz, .parquet)")

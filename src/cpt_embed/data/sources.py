@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cpt_embed.data.code_pairs import LANGUAGES, language_of
 from cpt_embed.data.documents import PLAIN, RECORDS, corpus_files, corpus_kind, documents_of
+from cpt_embed.data.files import is_stream
 from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError, missing_path
 
@@ -19,9 +20,12 @@ CORPUS_KINDS = ", ".join(PLAIN + RECORDS)
 
 
 def _readable(source: Path) -> None:
-    """`source` exists and is a file or folder that can be read."""
+    """`source` exists and is a file or folder that can be read, or a pipe (read once, as
+    mining goes: a probe would take its bytes)."""
     if not source.exists():
         raise missing_path(source)
+    if is_stream(source):
+        return
     if not (source.is_file() or source.is_dir()):
         raise InputError(f"{source}: neither a file nor a folder; pass files or folders to mine")
     try:
@@ -49,7 +53,7 @@ def check_code_sources(
         _readable(source)
         if any(language_of(found.path) in wanted for found in walk_files(source)):
             continue
-        if source.is_file():
+        if not source.is_dir():
             raise InputError(
                 f"{source}: not a source file of {names} (judged by its suffix); pass "
                 "source files or folders of code"
@@ -71,13 +75,14 @@ def check_text_sources(
     file that is no corpus file or yields no text (no `field`, not UTF-8, empty...)."""
     for source in map(Path, sources):
         _readable(source)
-        if source.is_file():
+        if not source.is_dir():
             if corpus_kind(source) is None:
                 raise InputError(
                     f"{source}: not a corpus file; pass {CORPUS_KINDS} files (optionally "
                     ".gz) or folders of them"
                 )
-            _check_documents(source, field, max_bytes)
+            if not is_stream(source):  # a pipe is read once, by the mining
+                _check_documents(source, field, max_bytes)
             continue
         if out_dir is not None:
             out, root = Path(out_dir).resolve(), source.resolve()

@@ -80,7 +80,8 @@ def vector_shards(paths: Iterable[str | Path]) -> list[VectorShard]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(path.rglob("*.parquet"))  # `cpt embed` of shards nests them
+            # `cpt embed` of shards nests them; a FIFO would block its reader for ever
+            found = sorted(p for p in path.rglob("*.parquet") if p.is_file())
             if not found:
                 raise InputError(f"{path}: no .parquet files in this folder; {_SHARD_FIX}")
             files += found

@@ -1,16 +1,20 @@
 """Walking source trees and corpora: sorted (deterministic), .gitignore respected, vendored,
-build and test folders skipped, symlinks never followed (no loops)."""
+build and test folders skipped, symlinks never followed (no loops), and only regular files
+yielded from folders (a FIFO would block its reader for ever)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pathspec
+
+from cpt_embed.data.files import NOT_REGULAR, is_regular
 
 # Folders CodeSearchNet-style mining leaves out: vendored, generated, tests, VCS.
 SKIP_DIRS = frozenset(
@@ -96,11 +100,14 @@ def walk_files(
     skip_dirs: frozenset[str] = SKIP_DIRS,
     skip_tests: bool = True,
     gitignore: bool = True,
+    counts: Counter | None = None,
 ) -> Iterator[Found]:
-    """Files under `root` in sorted order (a file given directly is yielded as is);
+    """Regular files under `root` in sorted order; FIFOs, devices and sockets below it are
+    left out (counted as NOT_REGULAR in `counts`), but a `root` that is no folder is
+    yielded whatever it is (a pipe named on the command line is read as a stream).
     `gitignore=False` ignores .gitignore files."""
     root = Path(root)
-    if root.is_file():
+    if root.exists() and not root.is_dir():
         yield Found(root, root.parent, root.name)
         return
     ignores: list[tuple[Path, pathspec.PathSpec]] = []
@@ -127,5 +134,9 @@ def walk_files(
             if path.is_symlink() or _ignored(path, False, ignores):
                 continue
             if skip_tests and is_test_file(name):
+                continue
+            if not is_regular(path):
+                if counts is not None:
+                    counts[NOT_REGULAR] += 1
                 continue
             yield Found(path, root, path.relative_to(root).as_posix())

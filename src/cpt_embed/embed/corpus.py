@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_file, check_output_file
+from cpt_embed.data.files import is_stream
 from cpt_embed.data.readers import TEXT_SUFFIXES, read_texts
 from cpt_embed.data.vectors import check_vector_path, write_vectors
 from cpt_embed.errors import InputError, missing_path
@@ -257,7 +258,7 @@ def _shards_of(text: str, out_dir: Path) -> list[Shard]:
             Shard(p, p.relative_to(path).with_name(f"{_text_stem(p)}.parquet").as_posix())
             for p in found
         ]
-    if path.is_file():
+    if path.is_file() or is_stream(path):  # named: a pipe is read as a stream
         files = [path]
     elif glob.has_magic(text):
         files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]

@@ -5,6 +5,7 @@ swaps it in (see `cpt_embed.search.store` for the layout)."""
 
 from __future__ import annotations
 
+import stat
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,12 +18,13 @@ from tqdm.auto import tqdm
 
 from cpt_embed.atomic import atomic_dir
 from cpt_embed.checksums import sha256_of
+from cpt_embed.data.files import NOT_REGULAR
 from cpt_embed.data.vectors import VectorShard, iter_vector_batches, vector_shards
 from cpt_embed.data.walk import walk_files
 from cpt_embed.errors import InputError, missing_path
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.model.runtime import COMPILE_FROM
-from cpt_embed.search.chunks import Chunk, chunk_file, kind_of
+from cpt_embed.search.chunks import MAX_FILE_BYTES, Chunk, chunk_file, kind_of
 from cpt_embed.search.index import (
     FaissIndex,
     check_kind,
@@ -105,6 +107,11 @@ def check_build(paths: list[Path], out: Path, *, from_embeddings: bool = False) 
     for root in map(Path, paths):
         if not root.exists():
             raise missing_path(root)
+        if not (root.is_dir() or root.is_file()):
+            raise InputError(
+                f"{root}: a pipe, device or socket, not a file; an index reads its files "
+                "again on update, so write it to a file and index that"
+            )
         if not any(kind_of(item.path) for item in walk_files(root, skip_tests=False)):
             raise InputError(
                 f"{root}: no files to index (code, Markdown, text, .jsonl/.parquet records); "
@@ -150,9 +157,10 @@ def build_index(
     started = time.perf_counter()
     fingerprint = model_fingerprint(encoder)
     exclude = list(exclude or [])
-    found = _found_files([Path(r) for r in roots], exclude)
+    counts: Counter = Counter()
+    found = _found_files([Path(r) for r in roots], exclude, counts)
     old = _Previous() if previous is None else _previous(previous, fingerprint, model_name)
-    read = _read_files(found, old, show_progress)
+    read = _read_files(found, old, counts, show_progress)
     vectors, embedded = _vectors(read, old, encoder, batch_size, show_progress)
     with atomic_dir(out) as tmp:
         np.save(tmp / VECTORS, vectors)
@@ -195,9 +203,12 @@ def update_index(index: Path, encoder: Encoder, model_name: str | None = None, *
     )
 
 
-def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path, Path]]:
+def _found_files(
+    roots: list[Path], exclude: list[str], counts: Counter
+) -> dict[str, tuple[Path, Path]]:
     """Indexable files by their key (root name + relative path): (path, root); `exclude`
-    holds gitignore-style patterns matched against the path below its root."""
+    holds gitignore-style patterns matched against the path below its root; what is no
+    regular file is counted in `counts` and left out."""
     import pathspec
 
     skip = pathspec.GitIgnoreSpec.from_lines(exclude)
@@ -205,7 +216,7 @@ def _found_files(roots: list[Path], exclude: list[str]) -> dict[str, tuple[Path,
     for root in roots:
         if not root.exists():
             raise missing_path(root)
-        for item in walk_files(root, skip_tests=False):
+        for item in walk_files(root, skip_tests=False, counts=counts):
             if kind_of(item.path) is not None and not skip.match_file(item.relative):
                 key = f"{root.resolve().name}/{item.relative}" if root.is_dir() else item.relative
                 found[key] = (item.path, root)
@@ -221,18 +232,18 @@ def _previous(index: Path, fingerprint: str, model_name: str) -> _Previous:
 
 
 def _read_files(
-    found: dict[str, tuple[Path, Path]], old: _Previous, show_progress: bool
+    found: dict[str, tuple[Path, Path]], old: _Previous, counts: Counter, show_progress: bool
 ) -> _Chunks:
     """Every found file in key order, chunked, or its chunks in `old` when its content is
-    unchanged; unreadable files are counted and left out."""
-    read = _Chunks()
+    unchanged; unreadable, irregular and (by their size, before they are read) too large
+    files are counted in `counts` and left out."""
+    read = _Chunks(counts=counts)
     for key, (path, root) in tqdm(
         sorted(found.items()), desc="reading", unit="file", disable=not show_progress
     ):
-        try:
-            digest = sha256_of(path)
-        except OSError:
-            read.counts["file_unreadable"] += 1
+        skip, digest = _checked_digest(path)
+        if skip is not None:
+            read.counts[skip] += 1
             continue
         read.files.append((key, str(root), digest))
         if old.hashes.get(key) == digest:
@@ -244,6 +255,22 @@ def _read_files(
             read.add(chunk)
         read.counts["files_embedded"] += 1
     return read
+
+
+def _checked_digest(path: Path) -> tuple[str | None, str]:
+    """(None, the content's sha256, read in pieces) for a file to read; (why not, "") for
+    one left out by its metadata, before it is read: no regular file (a FIFO would block),
+    a whole-file kind over MAX_FILE_BYTES on disk (records are capped one by one as they
+    are read), or one that cannot be read."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            return NOT_REGULAR, ""
+        if info.st_size > MAX_FILE_BYTES and kind_of(path) != "records":
+            return "file_too_large", ""
+        return None, sha256_of(path)
+    except OSError:
+        return "file_unreadable", ""
 
 
 def _vectors(

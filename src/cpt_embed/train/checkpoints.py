@@ -50,6 +50,20 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def nothing_to_resume(output: Path) -> str | None:
+    """None when `output` holds a complete checkpoint to resume from; else the line that
+    says a resumed run starts from step 0 instead (a run killed before its first checkpoint
+    was whole leaves none, maybe a step folder without its state file). An output that is
+    a file is an error."""
+    check_output_folder(output, "run folder")
+    if latest_checkpoint(output) is not None:
+        return None
+    return (
+        f"--resume: no complete checkpoint in {output / CHECKPOINTS} (the run stopped before "
+        "its first one was written); starting from step 0"
+    )
+
+
 def start_checkpoint(output: Path, resume: bool) -> Path | None:
     """The checkpoint a run into `output` starts from: the newest when resuming, none for a
     fresh run. Resuming without a checkpoint, or a fresh run into a folder that holds some
@@ -57,7 +71,10 @@ def start_checkpoint(output: Path, resume: bool) -> Path | None:
     check_output_folder(output, "run folder")
     latest = latest_checkpoint(output)
     if resume and latest is None:
-        raise InputError(f"--resume: no checkpoint in {output / CHECKPOINTS}")
+        raise InputError(
+            f"--resume: no complete checkpoint in {output / CHECKPOINTS}; leave out --resume "
+            "(resume=False) to start from step 0"
+        )
     if not resume and latest is not None:
         raise InputError(
             f"{output} holds checkpoints; pass --resume to go on or choose another --output"
