@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from cpt_embed import Encoder
+from cpt_embed.serve.http import ServerConfig
 
 
 def free_port() -> int:
@@ -22,11 +23,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def served(app) -> Iterator[str]:
-    """`app` served by uvicorn on loopback in a thread while the block runs; yields its
-    base URL."""
+def served(app, **options) -> Iterator[str]:
+    """`app` served by uvicorn on loopback in a thread, with the connections of `cpt
+    serve` (`options` for its ServerConfig), while the block runs; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = ServerConfig(app, host="127.0.0.1", port=port, log_level="error", **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30

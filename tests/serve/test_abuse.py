@@ -7,16 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
-import threading
 import time
 
 import httpx
-import psutil
 import pytest
 from abuse import hammer, wrong_answers
-from servers import free_port
+from processes import PeakRss, cpt_serve
 from typer.testing import CliRunner
 
 from cpt_embed.cli import app
@@ -25,65 +22,20 @@ from cpt_embed.serve.process import OPENMP_WAITING, restart_with_server_env
 KEY = "abuse-test-key"
 
 
-def _serve(timeout: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cpt_embed.cli", "serve", "--port", str(port)]
-        + ["--timeout", str(timeout), "--max-queue", "512"],
-        env={**os.environ, "CPT_API_KEY": KEY},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            return process, url
-        except httpx.HTTPError:
-            if process.poll() is None and time.time() < deadline:
-                time.sleep(0.2)
-                continue
-        process.kill()
-        raise RuntimeError(f"cpt serve did not start: {process.stderr.read()}")
-
-
-class _PeakRss(threading.Thread):
-    """Samples a process tree's resident memory every 0.25 s (cpt serve re-executes)."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.process = psutil.Process(pid)
-        self.samples: list[tuple[float, int]] = []
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.25):
-            try:
-                tree = [self.process, *self.process.children(recursive=True)]
-                rss = sum(p.memory_info().rss for p in tree)
-            except psutil.Error:
-                return
-            self.samples.append((time.perf_counter(), rss))
-
-    def peak_between(self, start: float, end: float) -> int:
-        return max(rss for t, rss in self.samples if start <= t <= end)
+def _serve(timeout: float):
+    return cpt_serve("--timeout", str(timeout), "--max-queue", "512", env={"CPT_API_KEY": KEY})
 
 
 def _abuse(seconds: float, clients: int, timeout: float, warm_up: float) -> dict:
-    process, url = _serve(timeout)
-    try:
+    with _serve(timeout) as (pid, url):
         warm = asyncio.run(hammer(url, KEY, seconds=warm_up, clients=clients, seed=1))
         assert not wrong_answers(warm), warm.summary()
-        rss = _PeakRss(process.pid)
+        rss = PeakRss(pid)
         rss.start()
         began = time.perf_counter()
         load = asyncio.run(hammer(url, KEY, seconds=seconds, clients=clients, seed=2))
         ended = time.perf_counter()
-        rss.done.set()
-        rss.join()
-        assert process.poll() is None, "the server died"
+        rss.stop()
         third = (ended - began) / 3
         first, last = rss.peak_between(began, began + third), rss.peak_between(ended - third, ended)
         summary = load.summary() | {
@@ -99,9 +51,6 @@ def _abuse(seconds: float, clients: int, timeout: float, warm_up: float) -> dict
         health = httpx.get(f"{url}/health", timeout=10)
         assert health.status_code == 200 and health.json()["queued_texts"] == 0
         return summary
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def test_the_server_answers_a_mix_of_good_and_abusive_requests_correctly():
@@ -116,13 +65,8 @@ def no_openmp_waiting(monkeypatch):
 
 @pytest.mark.usefixtures("no_openmp_waiting")
 def test_the_server_restarts_itself_with_short_openmp_spinning():
-    process, _ = _serve(timeout=2)
-    try:
-        with open(f"/proc/{process.pid}/environ", "rb") as handle:
-            environ = handle.read().split(b"\0")
-    finally:
-        process.terminate()
-        process.wait(20)
+    with _serve(timeout=2) as (pid, _), open(f"/proc/{pid}/environ", "rb") as handle:
+        environ = handle.read().split(b"\0")
     assert b"GOMP_SPINCOUNT=20000" in environ
 
 

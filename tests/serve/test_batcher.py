@@ -17,11 +17,13 @@ def test_concurrent_requests_share_forward_passes_and_a_full_queue_refuses(encod
         await batcher.start()
         try:
             results = await asyncio.gather(
-                *(batcher.embed([f"text number {i}"], "query", 6) for i in range(32))
+                *(batcher.embed([f"text number {i}"], "query", [6]) for i in range(32))
             )
             stats = (batcher.stats.requests, batcher.stats.batches)
             with pytest.raises(QueueFull):
-                await asyncio.gather(*(batcher.embed(["x"] * 30, "query", 90) for _ in range(2)))
+                await asyncio.gather(
+                    *(batcher.embed(["x"] * 30, "query", [3] * 30) for _ in range(2))
+                )
         finally:
             await batcher.stop()
         return results, stats
@@ -38,10 +40,10 @@ def test_callers_that_gave_up_are_not_embedded(encoder):
         batcher = MicroBatcher(encoder, max_batch_tokens=10_000, max_wait=0.05, max_queue=100)
         await batcher.start()
         try:
-            gone = asyncio.ensure_future(batcher.embed(["given up"] * 10, "query", 30))
+            gone = asyncio.ensure_future(batcher.embed(["given up"] * 10, "query", [3] * 10))
             await asyncio.sleep(0)
             gone.cancel()
-            kept = await batcher.embed(["still waiting"], "query", 3)
+            kept = await batcher.embed(["still waiting"], "query", [3])
         finally:
             await batcher.stop()
         return kept, batcher.stats

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from servers import Wrapped
@@ -138,3 +139,33 @@ def test_the_server_checks_the_key_before_reading_a_body(encoder, path):
     with TestClient(app) as client:
         response = client.post(path, content=b"x" * 100)
     assert response.status_code == 401
+
+
+def test_bodies_held_at_once_are_capped_and_a_request_over_it_gets_503(encoder):
+    paths = ["/v1/slow-echo"]
+
+    async def slow_echo(request: Request) -> JSONResponse:
+        body = await request.body()
+        await asyncio.sleep(0.5)
+        return JSONResponse({"bytes": len(body)})
+
+    inner = Starlette(routes=[Route("/v1/slow-echo", slow_echo, methods=["POST"])])
+    metrics = ServerMetrics(MicroBatcher(encoder))
+    options = {"max_body_bytes": 1000, "max_bytes_in_flight": 1500}
+    guard = Guard(inner, metrics=metrics, api_key=None, routes=paths, **options)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = asyncio.ensure_future(client.post("/v1/slow-echo", content=b"x" * 1000))
+            await asyncio.sleep(0.1)
+            refused = await client.post("/v1/slow-echo", content=b"y" * 1000)
+            small = await client.post("/v1/slow-echo", content=b"z" * 400)  # fits beside it
+            after = await client.post("/v1/slow-echo", content=b"w" * 1000)
+            return await first, refused, small, after
+
+    first, refused, small, after = asyncio.run(scenario())
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert [r.json()["bytes"] for r in (first, small, after)] == [1000, 400, 1000]
+    assert guard.bytes_in_flight == 0

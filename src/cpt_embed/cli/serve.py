@@ -46,6 +46,10 @@ def serve(
     max_connections: Annotated[
         int, typer.Option(min=1, help="Open connections at most; beyond: 503.")
     ] = 1024,
+    header_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds a connection may take to send a request's headers."),
+    ] = 10.0,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -70,6 +74,7 @@ def serve(
 
     from cpt_embed.model import Encoder
     from cpt_embed.serve.app import create_app
+    from cpt_embed.serve.http import ServerConfig
 
     quiet_transformers()
     encoder = Encoder.load(model, device=device)
@@ -91,4 +96,12 @@ def serve(
         cors_origins=cors_origin or (),
     )
     say(f"serving {model} on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1)")
-    uvicorn.run(app_, host=host, port=port, log_level="warning", limit_concurrency=max_connections)
+    config = ServerConfig(
+        app_,
+        host=host,
+        port=port,
+        log_level="warning",
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+    )
+    uvicorn.Server(config).run()

@@ -23,7 +23,9 @@ from cpt_embed.search.query import Searcher
 from cpt_embed.serve.batcher import MicroBatcher
 from cpt_embed.serve.errors import EXCEPTION_HANDLERS
 from cpt_embed.serve.guard import MAX_BODY_BYTES, REQUEST_TIMEOUT_SECONDS, Guard
+from cpt_embed.serve.memory import Trimmer
 from cpt_embed.serve.metrics import ServerMetrics
+from cpt_embed.serve.openapi import install_openapi
 from cpt_embed.serve.routes import ServeState, add_routes
 
 
@@ -37,14 +39,16 @@ def create_app(
     max_wait: float = 0.005,
     max_queue: int = 4096,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_bytes_in_flight: int | None = None,
     timeout: float = REQUEST_TIMEOUT_SECONDS,
     cors_origins: Sequence[str] = (),
 ) -> FastAPI:
     """The server's app around one loaded Encoder (and optionally a `Searcher`).
 
-    `max_body_bytes` caps a request body (413 beyond), `timeout` is each request's deadline
-    in seconds (503 beyond), `cors_origins` the web origins whose pages may call the API
-    (none by default: browsers block cross-origin calls).
+    `max_body_bytes` caps a request body (413 beyond), `max_bytes_in_flight` the bytes of
+    bodies held at once (503 beyond; default 8 bodies of the largest size), `timeout` is each
+    request's deadline in seconds (503 beyond), `cors_origins` the web origins whose pages
+    may call the API (none by default: browsers block cross-origin calls).
     """
     batcher = MicroBatcher(
         encoder, max_batch_tokens=max_batch_tokens, max_wait=max_wait, max_queue=max_queue
@@ -72,8 +76,11 @@ def create_app(
         api_key=api_key,
         routes=[route.path for route in app.routes if isinstance(route, Route)],
         max_body_bytes=max_body_bytes,
+        max_bytes_in_flight=max_bytes_in_flight,
         timeout=timeout,
+        trimmer=Trimmer(working=lambda: batcher.working),
     )
+    install_openapi(app, api_key=bool(api_key))
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

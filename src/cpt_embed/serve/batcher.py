@@ -1,20 +1,24 @@
 """Micro-batching: concurrent requests share forward passes.
 
-Requests wait in a bounded queue; one worker takes as many as fit `max_batch_tokens` (or
-whatever arrived within `max_wait` of the first) and embeds them in one `encode` call on a
-worker thread. A full queue refuses new work at once (the server answers 503) instead of
-growing memory.
+Requests wait in a bounded queue, cut into pieces of at most `max_batch_tokens`; one worker
+takes as many pieces as fit `max_batch_tokens` (or whatever arrived within `max_wait` of
+the first) and embeds them in one `encode` call on a worker thread. A full queue refuses new
+work at once (the server answers 503) instead of growing memory, and the pieces of a caller
+that has gone (past its deadline, disconnected) are skipped: a large request stops at the
+piece in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cpt_embed.model import Encoder
+from cpt_embed.serve.embedding import embed_ids
 
 
 class QueueFull(Exception):
@@ -23,8 +27,9 @@ class QueueFull(Exception):
 
 @dataclass
 class _Job:
-    texts: list[str]
+    items: list  # texts, or token id lists
     side: str
+    ids: bool
     tokens: int
     future: asyncio.Future = field(repr=False)
 
@@ -39,8 +44,22 @@ class BatcherStats:
     rejected: int = 0
 
 
+def _pieces(lengths: Sequence[int], budget: int) -> list[tuple[int, int]]:
+    """(start, end) ranges of consecutive items of at most `budget` tokens (at least one
+    item each)."""
+    pieces, start, size = [], 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and size + n > budget:
+            pieces.append((start, i))
+            start, size = i, 0
+        size += n
+    pieces.append((start, len(lengths)))
+    return pieces
+
+
 class MicroBatcher:
-    """Embeds lists of texts for many concurrent callers with few forward passes."""
+    """Embeds lists of texts (or token ids) for many concurrent callers with few forward
+    passes."""
 
     def __init__(
         self,
@@ -57,6 +76,7 @@ class MicroBatcher:
         self.stats = BatcherStats()
         self._queue: asyncio.Queue[_Job] | None = None
         self._queued_texts = 0
+        self._embedding = False
         self._worker: asyncio.Task | None = None
 
     @property
@@ -64,29 +84,47 @@ class MicroBatcher:
         """Texts waiting to be embedded."""
         return self._queued_texts
 
+    @property
+    def working(self) -> bool:
+        """True while texts wait or are being embedded."""
+        return self._embedding or self._queued_texts > 0
+
     async def start(self) -> None:
+        """Start the worker (on the running event loop)."""
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        """Stop the worker."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def embed(self, texts: list[str], side: str, tokens: int) -> np.ndarray:
-        """Embeddings of `texts` on `side`, computed together with other callers' texts;
-        `tokens` is their size for the batch budget. Raises QueueFull when saturated."""
+    async def embed(
+        self, items: list, side: str, lengths: Sequence[int], *, ids: bool = False
+    ) -> np.ndarray:
+        """Embeddings of `items` (texts, or token id lists where `ids`) on `side`, computed
+        together with other callers' items; `lengths` are their tokens, for the batch
+        budget. Raises QueueFull when saturated; cancelling the caller cancels the pieces
+        not yet embedded."""
         if self._queue is None:
             raise RuntimeError("MicroBatcher.start() was not awaited")
-        if self._queued_texts + len(texts) > self.max_queue:
+        if self._queued_texts + len(items) > self.max_queue:
             self.stats.rejected += 1
             raise QueueFull
-        future = asyncio.get_running_loop().create_future()
-        self._queued_texts += len(texts)
+        loop = asyncio.get_running_loop()
+        self._queued_texts += len(items)
         self.stats.requests += 1
-        self._queue.put_nowait(_Job(texts, side, tokens, future))
-        return await future
+        futures = []
+        for start, end in _pieces(lengths, self.max_batch_tokens):
+            future = loop.create_future()
+            tokens = sum(lengths[start:end])
+            self._queue.put_nowait(_Job(items[start:end], side, ids, tokens, future))
+            futures.append(future)
+        if len(futures) == 1:
+            return await futures[0]
+        return np.concatenate(await asyncio.gather(*futures))
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -108,26 +146,33 @@ class MicroBatcher:
                         break
                 jobs.append(job)
                 budget += job.tokens
-            self._queued_texts -= sum(len(job.texts) for job in jobs)
-            # callers that gave up (past their deadline, disconnected) are not embedded:
-            # under overload that work would only make the next callers late too
-            jobs = [job for job in jobs if not job.future.done()]
-            for side in dict.fromkeys(job.side for job in jobs):
-                await self._embed([job for job in jobs if job.side == side], side)
+            self._queued_texts -= sum(len(job.items) for job in jobs)
+            for kind in dict.fromkeys((job.side, job.ids) for job in jobs):
+                # callers that gave up (past their deadline, disconnected) are not embedded:
+                # under overload that work would only make the next callers late too
+                alive = [j for j in jobs if (j.side, j.ids) == kind and not j.future.done()]
+                if alive:
+                    await self._embed(alive, *kind)
 
-    async def _embed(self, jobs: list[_Job], side: str) -> None:
-        texts = [t for job in jobs for t in job.texts]
+    async def _embed(self, jobs: list[_Job], side: str, ids: bool) -> None:
+        items = [item for job in jobs for item in job.items]
+        self._embedding = True
         try:
-            vectors = await asyncio.to_thread(self.encoder.encode, texts, side)
+            if ids:
+                vectors = await asyncio.to_thread(embed_ids, self.encoder, items, side)
+            else:
+                vectors = await asyncio.to_thread(self.encoder.encode, items, side)
         except Exception as err:  # handed to every waiting caller
             for job in jobs:
                 if not job.future.done():
                     job.future.set_exception(err)
             return
+        finally:
+            self._embedding = False
         self.stats.batches += 1
-        self.stats.texts += len(texts)
+        self.stats.texts += len(items)
         start = 0
         for job in jobs:
             if not job.future.done():
-                job.future.set_result(vectors[start : start + len(job.texts)])
-            start += len(job.texts)
+                job.future.set_result(vectors[start : start + len(job.items)])
+            start += len(job.items)

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 RETRY_AFTER_SECONDS = 1
 
@@ -28,6 +29,7 @@ class ApiError(Exception):
         kind: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param, self.code = (
@@ -37,10 +39,13 @@ class ApiError(Exception):
             param,
             code,
         )
+        self.headers = dict(headers or {})
+        if status == 503:
+            self.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
 
-    def response(self) -> JSONResponse:
-        """The answer to send for this error."""
-        body = {
+    def body(self) -> dict[str, Any]:
+        """The error object: {"error": {message, type, param, code}}."""
+        return {
             "error": {
                 "message": self.message,
                 "type": self.kind,
@@ -48,8 +53,10 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 503 else None
-        return JSONResponse(body, status_code=self.status, headers=headers)
+
+    def response(self) -> JSONResponse:
+        """The answer to send for this error."""
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
 
 
 def invalid_body(errors: Sequence[Any], skip: int = 0) -> ApiError:
@@ -72,6 +79,19 @@ async def _bad_body(request: Request, err: RequestValidationError) -> JSONRespon
     return invalid_body(err.errors(), skip=1).response()
 
 
+async def _http_error(request: Request, err: HTTPException) -> JSONResponse:
+    """Routing's own refusals (404 no such path, 405 wrong method with its Allow header)."""
+    method, path = request.method, request.url.path
+    if err.status_code == 404:
+        message, code = f"no such path: {path}", "not_found"
+    elif err.status_code == 405:
+        allowed = (err.headers or {}).get("Allow", "")
+        message, code = f"{method} is not allowed on {path}; use {allowed}", "method_not_allowed"
+    else:
+        message, code = str(err.detail), None
+    return ApiError(err.status_code, message, code=code, headers=err.headers).response()
+
+
 async def _internal_error(request: Request, err: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=err)
     return ApiError(
@@ -83,9 +103,11 @@ async def _internal_error(request: Request, err: Exception) -> JSONResponse:
 
 
 # For FastAPI(exception_handlers=...): OpenAI-style answers to our errors, to bodies FastAPI
-# refused, and to anything unexpected (logged here, answered without details).
+# refused, to routing's 404 and 405, and to anything unexpected (logged here, answered
+# without details).
 EXCEPTION_HANDLERS = {
     ApiError: _api_error,
     RequestValidationError: _bad_body,
+    HTTPException: _http_error,
     Exception: _internal_error,
 }

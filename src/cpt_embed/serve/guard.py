@@ -1,7 +1,8 @@
-"""The ASGI middleware in front of the routes: the API key, the body cap, each request's
-deadline, and the counts per path. Plain ASGI, not BaseHTTPMiddleware, which costs a task
-per request. It answers refusals (401, 400, 413, 503) and nothing else: every request it
-lets through goes to FastAPI's routing."""
+"""The ASGI middleware in front of the routes: the API key, the body cap, a cap on the
+bytes of bodies held at once, each request's deadline, and the counts per path. Plain
+ASGI, not BaseHTTPMiddleware, which costs a task per request. It answers refusals (401,
+400, 413, 503) and nothing else: every request it lets through goes to FastAPI's routing
+(a HEAD request as a GET, whose body the server leaves out)."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cpt_embed.serve.errors import ApiError
+from cpt_embed.serve.memory import Trimmer
 from cpt_embed.serve.metrics import ServerMetrics
 
 # The largest body that can hold MAX_INPUTS inputs of typical length, with room to spare.
 MAX_BODY_BYTES = 8 * 1024 * 1024
+# Bodies held at once, in bodies of the largest size: each is parsed and checked while
+# held (up to ~6x its size for token ids), so this bounds a burst's memory.
+BODIES_IN_FLIGHT = 8
 REQUEST_TIMEOUT_SECONDS = 60.0
 
 
 class Guard:
     """Counts requests and time per known path (others as "other"), checks the API key on
-    /v1/ paths in constant time, caps the request body (413) and gives each request a
-    deadline (503), reading the body included, so that a stalled client cannot hold a
-    slot."""
+    /v1/ paths in constant time, caps the request body (413) and the bytes of bodies held
+    at once (503 beyond `max_bytes_in_flight`), and gives each request a deadline (503),
+    reading the body included, so that a stalled client cannot hold a slot. Its `trimmer`
+    hands memory back once no request is in flight."""
 
     def __init__(
         self,
@@ -34,14 +40,20 @@ class Guard:
         api_key: str | None,
         routes: Iterable[str],
         max_body_bytes: int = MAX_BODY_BYTES,
+        max_bytes_in_flight: int | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
+        trimmer: Trimmer | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.routes = frozenset(routes)
         self.max_body_bytes = max_body_bytes
+        self.max_bytes_in_flight = max_bytes_in_flight or BODIES_IN_FLIGHT * max_body_bytes
         self.timeout = timeout
+        self.active = 0
+        self.bytes_in_flight = 0
+        self.trimmer = trimmer or Trimmer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,12 +69,17 @@ class Guard:
                 status = message["status"]
             await send(message)
 
+        if scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        self.active += 1
+        self.trimmer.busy()
+        held = [0]  # bytes of this request's body counted in bytes_in_flight
         try:
             error = self._refusal(scope)
             if error is None:
                 try:
                     async with asyncio.timeout(self.timeout):
-                        await self._answer(scope, receive, send_and_record)
+                        await self._answer(scope, receive, send_and_record, held)
                 except TimeoutError:
                     error = ApiError(
                         503,
@@ -73,6 +90,10 @@ class Guard:
             if error is not None and status == 500:  # not once the response has started
                 await error.response()(scope, receive, send_and_record)
         finally:
+            self.bytes_in_flight -= held[0]
+            self.active -= 1
+            if not self.active:
+                self.trimmer.idle()
             known = path if path in self.routes else "other"
             self.metrics.record(known, status, time.perf_counter() - started)
 
@@ -99,11 +120,25 @@ class Guard:
             code="body_too_large",
         )
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Read the whole body within the cap (a chunked body has no Content-Length to
+    def _hold(self, held: list[int], nbytes: int) -> bool:
+        """Count `nbytes` more of this request's body as held, unless that would pass
+        max_bytes_in_flight while other bodies are held."""
+        others = self.bytes_in_flight - held[0]
+        if others and self.bytes_in_flight + nbytes > self.max_bytes_in_flight:
+            return False
+        held[0] += nbytes
+        self.bytes_in_flight += nbytes
+        return True
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, held: list[int]) -> None:
+        """Read the whole body within the caps (a chunked body has no Content-Length to
         check up front), then hand it to the app as one message."""
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
+            return
+        announced = int(dict(scope["headers"]).get(b"content-length", b"0"))
+        if not self._hold(held, announced):
+            await _busy().response()(scope, receive, send)
             return
         chunks, size = [], 0
         while True:
@@ -114,10 +149,14 @@ class Guard:
             if size > self.max_body_bytes:
                 await self._too_large().response()(scope, receive, send)
                 return
+            if size > held[0] and not self._hold(held, size - held[0]):
+                await _busy().response()(scope, receive, send)
+                return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        self.trimmer.read(len(body))
         replayed = False
 
         async def replay() -> Message:
@@ -128,3 +167,12 @@ class Guard:
             return {"type": "http.request", "body": body, "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def _busy() -> ApiError:
+    return ApiError(
+        503,
+        "the server holds too many request bodies at once; retry shortly",
+        kind="server_error",
+        code="overloaded",
+    )
