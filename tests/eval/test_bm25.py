@@ -77,3 +77,42 @@ def test_bm25_without_a_retrieval_task_is_refused_before_work(mini_data):
     )
     assert done.exit_code == 2
     assert "none of --tasks is a retrieval or code task" in done.output
+
+
+@pytest.mark.parametrize("weight, alone", [(1.0, "dense"), (0.0, "bm25")])
+def test_hybrid_at_either_end_of_the_weight_ranks_as_that_retriever(
+    tiny_bert, mini_data, monkeypatch, weight, alone
+):
+    from cpt_embed.model import fusion
+
+    monkeypatch.setattr(fusion, "FUSION", "convex")
+    monkeypatch.setattr(fusion, "DENSE_WEIGHT", weight)
+    tasks = ["scifact", "codesearchnet_ruby"]
+    hybrid = evaluate(str(tiny_bert), tasks, mini_data, cache_dir=None, retriever="hybrid")
+    single = evaluate(str(tiny_bert), tasks, mini_data, cache_dir=None, retriever=alone)
+    assert hybrid.settings["fusion"]["dense_weight"] == weight
+    for ours, theirs in zip(hybrid.results, single.results, strict=True):
+        assert ours.scores["ndcg@10"] == pytest.approx(theirs.scores["ndcg@10"], abs=1e-6)
+        assert "fused" in ours.protocol
+
+
+def test_hybrid_beats_a_random_dense_model_with_the_words_bm25_matches(tiny_bert, mini_data):
+    tasks = ["scifact"]
+    hybrid = evaluate(str(tiny_bert), tasks, mini_data, cache_dir=None, retriever="hybrid")
+    dense = evaluate(str(tiny_bert), tasks, mini_data, cache_dir=None)
+    assert hybrid.results[0].score > dense.results[0].score + 10  # tiny_bert is untrained
+
+
+def test_cli_compares_retrievers_side_by_side(tiny_bert, mini_data, tmp_path):
+    out = tmp_path / "report.json"
+    done = CliRunner().invoke(
+        app,
+        ["eval", "-m", str(tiny_bert), "--retriever", "dense,hybrid", "--tasks", "scifact"]
+        + ["--data", str(mini_data), "-o", str(out), "--no-cache", "--no-compile"],
+    )
+    assert done.exit_code == 0, done.output
+    models = json.loads(out.read_text())["models"]
+    assert [m["model"] for m in models] == [str(tiny_bert), f"{tiny_bert} [hybrid]"]
+    assert [m["settings"]["retriever"] for m in models] == ["dense", "hybrid"]
+    bad = CliRunner().invoke(app, ["eval", "--retriever", "sparse", "--tasks", "scifact"])
+    assert bad.exit_code == 2 and "--retriever 'sparse'" in bad.output

@@ -79,3 +79,21 @@ def test_a_query_of_unknown_or_stop_words_scores_nothing():
     assert not index.scores("zyzzyva").any()
     scores, rows = index.top(["zyzzyva", "cats"], 5)
     assert rows.shape == (2, 2) and scores[0].max() == 0 and scores[1, 0] > 0
+
+
+def test_a_saved_index_loads_with_the_same_scores_and_no_pickle(tmp_path, mini_data):
+    corpus, queries = _scifact(mini_data)
+    index = BM25(corpus, code=True)
+    index.save(tmp_path / "lexical")
+    assert {p.suffix for p in (tmp_path / "lexical").iterdir()} <= {".npy", ".json"}
+    again = BM25.load(tmp_path / "lexical")
+    assert again.code and again.size == len(corpus)
+    for query in queries[:5]:
+        np.testing.assert_array_equal(again.scores(query), index.scores(query))
+
+
+def test_an_empty_index_answers_nothing():
+    empty = BM25([])
+    assert empty.scores("anything").shape == (0,)
+    scores, rows = empty.top(["anything"], 10)
+    assert scores.shape == (1, 0) and rows.shape == (1, 0)

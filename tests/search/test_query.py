@@ -30,7 +30,8 @@ def test_search_finds_the_right_function_and_section(repo, tmp_path, encoder):
     only_docs = searcher.search("decode a json string", k=5, path_glob="docs/*")
     assert only_docs and {h.language for h in only_docs} == {"markdown"}
     assert searcher.search("anything", k=5, language="go") == []
-    # scores are the cosines of the query with the stored chunk vectors
+    # dense scores are the cosines of the query with the stored chunk vectors
+    best = searcher.search("decode a json string", k=3, mode="dense")[0]
     vectors = np.load(tmp_path / "idx" / "vectors.npy")
     query = encoder.encode(["decode a json string"])[0]
     assert best.score == pytest.approx(float((vectors @ query).max()), abs=1e-5)

@@ -153,3 +153,15 @@ def test_an_address_runs_its_search_and_back_and_forward_step_through(browser, n
     browser.forward()
     _wait_for(browser, ("old folder", "markdown", ["moving.md"]))
     assert browser.current_url == f"{notes_url}/?q=old+folder&lang=markdown"
+
+
+def test_the_mode_goes_from_the_address_to_the_search(browser, notes_url):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(f"{notes_url}/?q=dough&mode=lexical")
+    _wait_for(browser, ("dough", "", ["cooking.txt"]))  # BM25: only the note with the word
+    assert browser.execute_script("return document.getElementById('mode').value") == "lexical"
+    browser.get(f"{notes_url}/?q=dough&mode=dense")
+    WebDriverWait(browser, 30).until(
+        lambda _: len(_shown(browser)[2]) == 2  # dense: every note is a hit
+    )

@@ -187,6 +187,33 @@ def test_search_health_and_page(encoder, tmp_path):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "no_index"
 
 
+def test_search_takes_a_mode(encoder, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "util.py").write_text(
+        'def parse_json(text):\n    """Parse JSON text."""\n    return json.loads(text)\n\n\n'
+        'def send_email(to):\n    """Send an email."""\n    smtp.send(to)\n'
+    )
+    build_index([repo], tmp_path / "idx", encoder, model_name="default")
+    build_index([repo], tmp_path / "dense", encoder, model_name="default", lexical=False)
+    searcher = Searcher(tmp_path / "idx", encoder, "default")
+    with TestClient(create_app(encoder, "default", searcher=searcher)) as client:
+        ask = lambda **body: client.post("/v1/search", json={"query": "smtp send", **body})  # noqa: E731
+        modes = {m: ask(mode=m).json()["data"] for m in ("hybrid", "dense", "lexical")}
+        bogus = ask(mode="fuzzy")
+    expected = searcher.search("smtp send", k=10, mode="lexical")
+    assert [h["score"] for h in modes["lexical"]] == [h.score for h in expected]
+    assert modes["dense"][0]["name"] == modes["hybrid"][0]["name"] == "send_email"
+    assert len(modes["lexical"]) == 1  # parse_json holds neither word
+    assert bogus.status_code == 400
+    plain = Searcher(tmp_path / "dense", encoder, "default")
+    with TestClient(create_app(encoder, "default", searcher=plain)) as client:
+        refused = client.post("/v1/search", json={"query": "x", "mode": "hybrid"})
+        default = client.post("/v1/search", json={"query": "smtp send"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "mode_unavailable"
+    assert default.status_code == 200 and default.json()["data"][0]["name"] == "send_email"
+
+
 @pytest.mark.parametrize(
     "body",
     [

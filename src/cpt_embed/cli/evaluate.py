@@ -85,15 +85,24 @@ def eval_(
         ),
     ] = None,
     device: DeviceOption = None,
+    retriever: Annotated[
+        str,
+        typer.Option(
+            help="How retrieval and code tasks rank documents, comma-separated for side by "
+            "side: dense (the model), bm25, hybrid (both fused, the fusion chosen on "
+            "development splits: docs/results.md).",
+        ),
+    ] = "dense",
 ) -> None:
     """Evaluate models on STS, linear-probe, zero-shot and k-NN classification, retrieval and
     code search; print a table, write a JSON report."""
-    from cpt_embed.eval import evaluate, select_tasks
+    from cpt_embed.eval import select_tasks
     from cpt_embed.eval.cache import default_cache_dir
     from cpt_embed.eval.data import find_data_dir
     from cpt_embed.eval.report import check_outputs, print_table, write_json, write_markdown
     from cpt_embed.eval.report import plot as draw_plot
     from cpt_embed.eval.suite import (
+        LEXICAL,
         LEXICAL_GROUPS,
         check_models,
         check_task_data,
@@ -109,50 +118,76 @@ def eval_(
     report_path = output or Path("results") / f"eval-{stamp}.json"
     check_outputs(report_path, plot, markdown)
     check_models(model)
-    if any(map(is_lexical, model)) and not any(task_group(t) in LEXICAL_GROUPS for t in chosen):
+    retrievers = _retrievers(retriever)
+    lexical_only = any(map(is_lexical, model)) or retrievers == [LEXICAL]
+    if lexical_only and not any(task_group(t) in LEXICAL_GROUPS for t in chosen):
         raise InputError(
-            "--model bm25 ranks documents, and none of --tasks is a retrieval or code task; "
+            "bm25 ranks documents, and none of --tasks is a retrieval or code task; "
             "add some (--tasks retrieval,code) or drop bm25"
         )
-    cache = None if no_cache else (cache_dir or default_cache_dir())
+    runs = [
+        (name, way) for name in model for way in ([LEXICAL] if is_lexical(name) else retrievers)
+    ]
+    settings = {
+        "cache_dir": None if no_cache else (cache_dir or default_cache_dir()),
+        "batch_size": batch_size,
+        "dtype": dtype.value,
+        "compile": compile,
+        "symmetric_side": symmetric_side.value,
+        "seed": seed,
+        "device": device,
+    }
     quiet_transformers()
-    from cpt_embed.model import Encoder  # torch: after every check above
-
-    reports = []
-    for name in model:
-        runs = [t for t in chosen if not is_lexical(name) or task_group(t) in LEXICAL_GROUPS]
-        left = len(chosen) - len(runs)
-        note = f" ({left} without retrieval left out: bm25 ranks documents)" if left else ""
-        err_console.print(
-            f"[bold]{name}[/]: {len(runs)} tasks on {data_dir}{note}", highlight=False
-        )
-
-        def show(result):
-            say(
-                f"  {result.task:<20} {result.metric:<10} {result.score:7.2f}  "
-                f"({result.seconds:.1f}s)"
-            )
-
-        reload = max_length and not is_lexical(name)
-        subject = Encoder.load(name, device=device, max_length=max_length) if reload else name
-        report = evaluate(
-            subject,
-            chosen,
-            data_dir,
-            cache_dir=cache,
-            batch_size=batch_size,
-            dtype=dtype.value,
-            compile=compile,
-            symmetric_side=symmetric_side.value,
-            seed=seed,
-            device=device,
-            on_result=show,
-        )
-        report.model = report.settings["model"] = name
-        reports.append(report)
+    reports = [
+        _evaluate_one(name, way, chosen, data_dir, max_length, settings) for name, way in runs
+    ]
     print_table(reports, Console())
     say(f"wrote {write_json(reports, report_path)}")
     if plot:
         say(f"wrote {draw_plot(reports, plot)}")
     if markdown:
         say(f"wrote {write_markdown(reports, markdown)}")
+
+
+def _retrievers(spec: str) -> list[str]:
+    """The --retriever words, checked."""
+    from cpt_embed.eval.suite import RETRIEVERS
+
+    words = [w.strip().lower() for w in spec.split(",") if w.strip()]
+    unknown = [w for w in words if w not in RETRIEVERS]
+    if not words or unknown:
+        raise InputError(
+            f"--retriever {spec!r}: use {', '.join(RETRIEVERS)} (comma-separated for several)"
+        )
+    return list(dict.fromkeys(words))
+
+
+def _evaluate_one(
+    name: str,
+    retriever: str,
+    chosen: list,
+    data_dir: Path,
+    max_length: int | None,
+    settings: dict,
+):
+    """One model with one retriever through the chosen tasks, each result printed as it
+    lands; the report is named after both (`default [hybrid]`)."""
+    from cpt_embed.eval import evaluate
+    from cpt_embed.eval.suite import LEXICAL_GROUPS, is_lexical, task_group
+    from cpt_embed.model import Encoder  # torch: after every check of the command
+
+    runs = [t for t in chosen if not is_lexical(name) or task_group(t) in LEXICAL_GROUPS]
+    left = len(chosen) - len(runs)
+    note = f" ({left} without retrieval left out: bm25 ranks documents)" if left else ""
+    label = name if retriever == "dense" or is_lexical(name) else f"{name} [{retriever}]"
+    err_console.print(f"[bold]{label}[/]: {len(runs)} tasks on {data_dir}{note}", highlight=False)
+
+    def show(result):
+        say(f"  {result.task:<20} {result.metric:<10} {result.score:7.2f}  ({result.seconds:.1f}s)")
+
+    reload = max_length and not is_lexical(name)
+    device = settings["device"]
+    subject = Encoder.load(name, device=device, max_length=max_length) if reload else name
+    report = evaluate(subject, chosen, data_dir, on_result=show, retriever=retriever, **settings)
+    report.model = report.settings["model"] = label
+    return report

@@ -33,6 +33,12 @@ class IndexKind(StrEnum):
     ivfpq = "ivfpq"
 
 
+class SearchMode(StrEnum):
+    hybrid = "hybrid"
+    dense = "dense"
+    lexical = "lexical"
+
+
 def _print_index_report(report) -> None:
     """What a build or update did, and the files it skipped, by reason."""
     say(
@@ -67,6 +73,14 @@ def index_build(
         typer.Option(help="gitignore-style pattern of paths to leave out; repeat it."),
     ] = None,
     device: DeviceOption = None,
+    lexical: Annotated[
+        bool,
+        typer.Option(
+            "--lexical/--no-lexical",
+            help="Also index the chunks' words (BM25, identifiers split) for lexical and "
+            "hybrid search.",
+        ),
+    ] = True,
     from_embeddings: Annotated[
         bool,
         typer.Option(
@@ -99,7 +113,13 @@ def index_build(
         )
         return
     report = build_index(
-        paths, output, encoder, model_name=model, kind=kind.value, exclude=exclude or []
+        paths,
+        output,
+        encoder,
+        model_name=model,
+        kind=kind.value,
+        exclude=exclude or [],
+        lexical=lexical,
     )
     _print_index_report(report)
 
@@ -136,6 +156,13 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list on stdout.")] = False,
     model: IndexModelOption = None,
+    mode: Annotated[
+        SearchMode | None,
+        typer.Option(
+            help="hybrid: dense and BM25 fused (the default where the index has both); "
+            "dense: the vectors alone; lexical: BM25 alone."
+        ),
+    ] = None,
 ) -> None:
     """Search an index: ranked chunks with score, path:line and a highlighted snippet
     (control characters of files shown as escapes, such as \\x1b)."""
@@ -154,7 +181,9 @@ def search(
     name = model or manifest["model"]
     searcher = Searcher(index, Encoder.load(name), name)
     with cpu_threads(1):  # one query: see embed/corpus.py's ONE_THREAD_CHARS
-        hits = searcher.search(query, k, language=lang, path_glob=path_glob)
+        hits = searcher.search(
+            query, k, language=lang, path_glob=path_glob, mode=mode and mode.value
+        )
     if as_json:  # JSON escapes C0 controls; DEL and C1 ones too, for a terminal
         text = json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1)
         print(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))

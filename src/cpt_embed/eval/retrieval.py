@@ -15,6 +15,7 @@ from cpt_embed.eval.context import Context, TaskResult
 from cpt_embed.eval.data import BEIR, load_beir
 from cpt_embed.eval.metrics import ranking_metrics
 from cpt_embed.eval.topk import exact_topk
+from cpt_embed.model import fusion
 
 RETRIEVAL_SOURCES = {
     "scifact": ("retrieval/scifact", "retrieval"),
@@ -73,14 +74,42 @@ def _lexical(data: BEIR, code: bool):
     return scores, index, lambda q, picked: bm25.scores(data.query_texts[q])[picked]
 
 
+def _hybrid(ctx: Context, data: BEIR, sides: tuple[str, str], code: bool):
+    """Dense and BM25 scores of the union of each one's top hits, fused (model/fusion.py)."""
+    _, dense_index, dense_pairs = _dense(ctx, data, sides)
+    lexical_scores, lexical_index, lexical_pairs = _lexical(data, code)
+    depth = min(RUN_DEPTH, len(data.corpus_ids))
+    scores = np.zeros((len(data.query_ids), depth), dtype=np.float32)
+    index = np.zeros((len(data.query_ids), depth), dtype=np.int64)
+
+    def pair_scores(q: int, picked: np.ndarray) -> np.ndarray:
+        return fusion.fuse(
+            dense_pairs(q, picked),
+            lexical_pairs(q, picked),
+            fusion=fusion.FUSION,
+            weight=fusion.DENSE_WEIGHT,
+        )
+
+    for q in range(len(data.query_ids)):
+        matched = lexical_index[q][lexical_scores[q] > 0]
+        pool = fusion.candidates(dense_index[q, : fusion.DEPTH], matched[: fusion.DEPTH])
+        fused = pair_scores(q, pool)
+        best = np.argsort(-fused, kind="stable")[:depth]
+        scores[q, : len(best)], index[q, : len(best)] = fused[best], pool[best]
+    return scores, index, pair_scores
+
+
 def protocol(group: str, retriever: str = "dense") -> str:
     """How a retrieval or code task's numbers are made, in words."""
-    search = (
-        "BM25 (bm25s, Lucene; English stop words and stemmer"
-        + (", identifiers split)" if group == "code" else ")")
-        if retriever == "bm25"
-        else "exact cosine search"
+    bm25 = "BM25 (bm25s, Lucene; English stop words and stemmer" + (
+        ", identifiers split)" if group == "code" else ")"
     )
+    search = {
+        "dense": "exact cosine search",
+        "bm25": bm25,
+        "hybrid": f"exact cosine search and {bm25} fused over the union of each one's top "
+        f"{fusion.DEPTH}: {fusion.describe()}",
+    }[retriever]
     text = f"BEIR: {search} over the whole corpus, trec_eval metrics over the judged queries"
     return f"{text}; {CANDIDATES_PROTOCOL}" if group == "code" else text
 
@@ -99,6 +128,8 @@ def run_retrieval(
     data = load_beir(ctx.data_dir / folder, split, ctx.checksums)
     if ctx.retriever == "bm25":
         scores, index, pair_scores = _lexical(data, code=group == "code")
+    elif ctx.retriever == "hybrid":
+        scores, index, pair_scores = _hybrid(ctx, data, sides, code=group == "code")
     else:
         scores, index, pair_scores = _dense(ctx, data, sides)
     lexical = ctx.retriever == "bm25"  # a document no query term matches is not retrieved

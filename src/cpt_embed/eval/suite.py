@@ -152,6 +152,7 @@ def check_task_data(tasks: list[str | Task], data_dir: Path) -> None:
 
 LEXICAL = "bm25"
 LEXICAL_GROUPS = ("retrieval", "code")
+RETRIEVERS = ("dense", LEXICAL, "hybrid")
 
 
 def is_lexical(model: object) -> bool:
@@ -262,20 +263,23 @@ def evaluate(
     device: str | None = None,
     on_result: Callable[[TaskResult], None] | None = None,
     show_progress: bool = True,
+    retriever: str = "dense",
 ) -> ModelReport:
     """Run `model` through `tasks` (names, or Tasks such as `Task.from_folder(path)`);
-    `on_result` sees each task's result as it lands. The model "bm25" is the lexical
-    baseline: it runs the retrieval and code tasks and skips the others."""
+    `on_result` sees each task's result as it lands. `retriever` ranks the documents of
+    retrieval and code tasks: "dense" (the model), "bm25", or "hybrid" (both, fused). The
+    model "bm25" is the lexical baseline alone: it runs the retrieval and code tasks and
+    skips the others."""
     if symmetric_side not in ("query", "document"):
         raise InputError(f"symmetric side must be query or document, got {symmetric_side!r}")
+    if retriever not in RETRIEVERS:
+        raise InputError(f"retriever must be one of {', '.join(RETRIEVERS)}, got {retriever!r}")
     check_task_data(tasks, data_dir)
     started = time.perf_counter()
     chosen = [_task(t) for t in tasks]
     if is_lexical(model):
-        from cpt_embed.model.lexical import BM25
-
         name, embedder = LEXICAL, None
-        model_settings = {"bm25": BM25.settings(code=any(t.group == "code" for t in chosen))}
+        model_settings = {}
         skipped = [t.name for t in chosen if t.group not in LEXICAL_GROUPS]
         chosen = [t for t in chosen if t.group in LEXICAL_GROUPS]
     else:
@@ -294,12 +298,25 @@ def evaluate(
         data_dir,
         symmetric_side=symmetric_side,
         seed=seed,
-        retriever=LEXICAL if embedder is None else "dense",
+        retriever=LEXICAL if embedder is None else retriever,
     )
+    if ctx.retriever != "dense":
+        from cpt_embed.model.lexical import BM25
+
+        model_settings["bm25"] = BM25.settings(code=any(t.group == "code" for t in chosen))
+    if ctx.retriever == "hybrid":
+        from cpt_embed.model import fusion
+
+        model_settings["fusion"] = {
+            "method": fusion.FUSION,
+            "dense_weight": fusion.DENSE_WEIGHT,
+            "depth": fusion.DEPTH,
+        }
     settings = {
         "model": name,
         **model_settings,
         "symmetric_side": symmetric_side,
+        "retriever": ctx.retriever,
         "seed": seed,
         "data_dir": str(data_dir),
         "tasks": [t.name for t in chosen],

@@ -6,7 +6,9 @@ names of a function; the whole identifier stays, so an exact name still matches 
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +21,7 @@ B = 0.75
 METHOD = "lucene"
 STOPWORDS = "en"
 STEMMER = "english"
+SETTINGS = "bm25.json"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
@@ -66,12 +69,34 @@ class BM25:
         self.code = code
         self.size = len(documents)
         self._index: bm25s.BM25 = bm25s.BM25(k1=K1, b=B, method=METHOD)
-        self._index.index(tokenize(documents, code=code), show_progress=False)
+        if documents:
+            self._index.index(tokenize(documents, code=code), show_progress=False)
+
+    def save(self, folder: Path) -> None:
+        """Write the index into `folder`: bm25s's arrays as .npy (never pickled), its
+        vocabulary and parameters as JSON, and ours (code, size) in bm25.json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.size:
+            self._index.save(str(folder), allow_pickle=False)
+        settings = {"code": self.code, "size": self.size, "method": METHOD, "k1": K1, "b": B}
+        (folder / SETTINGS).write_text(json.dumps(settings) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> BM25:
+        """The index `save` wrote in `folder`, its arrays memory-mapped."""
+        import bm25s
+
+        settings = json.loads((folder / SETTINGS).read_text(encoding="utf-8"))
+        index = cls([], code=settings["code"])
+        index.size = settings["size"]
+        if index.size:
+            index._index = bm25s.BM25.load(str(folder), mmap=True, allow_pickle=False)
+        return index
 
     def scores(self, query: str) -> np.ndarray:
         """The BM25 score of every document for `query` (0 where no term matches)."""
         terms = tokenize([query], code=self.code)[0]
-        vocabulary = self._index.vocab_dict
+        vocabulary = getattr(self._index, "vocab_dict", None) or {}
         known = [t for t in terms if t in vocabulary]
         if not known:
             return np.zeros(self.size, dtype=np.float32)
@@ -83,7 +108,7 @@ class BM25:
         k = min(k, self.size)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         index = np.zeros((len(queries), k), dtype=np.int64)
-        for row, query in enumerate(queries):
+        for row, query in enumerate(queries if k else []):
             every = self.scores(query)
             best = np.argpartition(-every, k - 1)[:k] if k < self.size else np.arange(self.size)
             best = best[np.lexsort((best, -every[best]))]

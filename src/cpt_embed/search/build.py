@@ -34,6 +34,7 @@ from cpt_embed.search.index import (
     training_rows,
     write_faiss_index,
 )
+from cpt_embed.search.lexical import write_lexical
 from cpt_embed.search.store import (
     FAISS_INDEX,
     VECTORS,
@@ -148,10 +149,12 @@ def build_index(
     previous: Path | None = None,
     batch_size: int = 128,
     show_progress: bool = True,
+    lexical: bool = True,
 ) -> IndexReport:
-    """Index the files under `roots` (minus gitignore-style `exclude` patterns) into `out`;
-    with `previous`, reuse the vectors of every file whose content hash is unchanged (that
-    is `cpt index update`)."""
+    """Index the files under `roots` (minus gitignore-style `exclude` patterns) into `out`,
+    with a lexical (BM25) index over the same chunks unless `lexical` is False; with
+    `previous`, reuse the vectors of every file whose content hash is unchanged (that is
+    `cpt index update`; the lexical index is rebuilt whole, a matter of seconds)."""
     check_kind(kind)
     check_output(out)
     started = time.perf_counter()
@@ -168,12 +171,15 @@ def build_index(
         with new_metadata(tmp) as db:
             write_chunks(db, read.chunks)
             write_files(db, read.files)
+        if lexical:
+            write_lexical(tmp, [chunk.text for chunk in read.chunks])
         write_manifest(
             tmp,
             model=model_name,
             model_fingerprint=fingerprint,
             dim=encoder.dim,
             kind=kind,
+            lexical=lexical,
             roots=[str(Path(r).resolve()) for r in roots],
             exclude=exclude,
             files=len(read.files),
@@ -197,6 +203,7 @@ def update_index(index: Path, encoder: Encoder, model_name: str | None = None, *
         encoder,
         model_name=model_name or manifest["model"],
         kind=kw.pop("kind", manifest["kind"]),
+        lexical=kw.pop("lexical", manifest.get("lexical", True)),
         exclude=manifest.get("exclude", []),
         previous=Path(index),
         **kw,

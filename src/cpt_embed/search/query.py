@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cpt_embed.errors import InputError
+from cpt_embed.model import fusion
 from cpt_embed.model.fingerprint import model_fingerprint
 from cpt_embed.search.index import nearest, read_faiss_index
+from cpt_embed.search.lexical import read_lexical
 from cpt_embed.search.store import (
     FAISS_INDEX,
     VECTORS,
@@ -58,8 +60,12 @@ def hits_to_dicts(hits: Iterable[Hit]) -> list[dict[str, Any]]:
     return [asdict(hit) for hit in hits]
 
 
+MODES = ("hybrid", "dense", "lexical")
+
+
 class Searcher:
-    """Queries one index folder with its model."""
+    """Queries one index folder with its model: dense (vectors), lexical (BM25 over the
+    same chunks) or hybrid (both, fused; the default where the index has both)."""
 
     def __init__(self, index: Path, encoder: Encoder, model_name: str) -> None:
         self.path = Path(index)
@@ -69,6 +75,25 @@ class Searcher:
         self.faiss = read_faiss_index(self.path / FAISS_INDEX)
         self.vectors = np.load(self.path / VECTORS, mmap_mode="r")
         self.db = open_metadata(self.path)
+        self.lexical = read_lexical(self.path)
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes this index answers, its default first."""
+        return MODES if self.lexical is not None else ("dense",)
+
+    def check_mode(self, mode: str | None) -> str:
+        """`mode`, or the index's default for None; one line for a mode it cannot answer."""
+        if mode is None:
+            return self.modes[0]
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in self.modes:
+            raise InputError(
+                f"{self.path}: no lexical index (built with --no-lexical, or from embeddings, "
+                f"or before hybrid search); rebuild it with cpt index build, or use --mode dense"
+            )
+        return mode
 
     def search(
         self,
@@ -77,37 +102,83 @@ class Searcher:
         *,
         language: str | None = None,
         path_glob: str | None = None,
+        mode: str | None = None,
     ) -> list[Hit]:
-        """The k chunks most similar to `query`, optionally only of one language and/or
+        """The k chunks that best match `query`, optionally only of one language and/or
         paths matching a glob (filtered searches are exact over the matching chunks)."""
-        vector = self.encoder.encode([query], side="query")[0]
-        return self.search_vector(vector, k, language=language, path_glob=path_glob)
+        mode = self.check_mode(mode)
+        vector = None if mode == "lexical" else self.encoder.encode([query], side="query")[0]
+        return self.search_vector(
+            vector, k, language=language, path_glob=path_glob, text=query, mode=mode
+        )
 
     def search_vector(
         self,
-        vector: np.ndarray,
+        vector: np.ndarray | None,
         k: int = 10,
         *,
         language: str | None = None,
         path_glob: str | None = None,
+        text: str | None = None,
+        mode: str = "dense",
     ) -> list[Hit]:
-        """`search` for a query already embedded (query side, this index's model)."""
+        """`search` for a query already embedded (query side, this index's model); the
+        lexical and hybrid modes need the query's `text` too."""
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
-        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if language or path_glob:
-            rows = self._filtered(language, path_glob)
-            if not rows:
-                return []
-            scores = np.asarray(self.vectors[rows]) @ vector[0]
-            top = np.argsort(-scores, kind="stable")[:k]
-            pairs = [(float(scores[i]), rows[i]) for i in top]
+        mode = self.check_mode(mode)
+        if mode != "dense" and text is None:
+            raise InputError(f"the {mode} mode needs the query's text")
+        rows = self._filtered(language, path_glob) if language or path_glob else None
+        if rows == []:
+            return []
+        query = None if vector is None else np.asarray(vector, dtype=np.float32).ravel()
+        if mode == "dense":
+            pairs = self._dense(query, k, rows)
+        elif mode == "lexical":
+            pairs = self._lexical(self.lexical.scores(text), k, rows)
         else:
-            scores, ids = nearest(
-                self.faiss, self.vectors, vector, min(k, max(1, self.faiss.ntotal))
-            )
-            pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            pairs = self._hybrid(query, text, k, rows)
         return [self._hit(score, row) for score, row in pairs]
+
+    def _dense(self, query: np.ndarray, k: int, rows: list[int] | None) -> list[tuple[float, int]]:
+        if rows is not None:
+            scores = np.asarray(self.vectors[rows]) @ query
+            top = np.argsort(-scores, kind="stable")[:k]
+            return [(float(scores[i]), rows[i]) for i in top]
+        scores, ids = nearest(
+            self.faiss, self.vectors, query.reshape(1, -1), min(k, max(1, self.faiss.ntotal))
+        )
+        return [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    @staticmethod
+    def _lexical(scores: np.ndarray, k: int, rows: list[int] | None) -> list[tuple[float, int]]:
+        """The k best rows by BM25 `scores` (of every row), among `rows` if given; a row no
+        query term matches is not a hit."""
+        among = np.arange(len(scores)) if rows is None else np.asarray(rows)
+        top = among[np.argsort(-scores[among], kind="stable")[:k]]
+        return [(float(scores[r]), int(r)) for r in top if scores[r] > 0]
+
+    def _hybrid(
+        self, query: np.ndarray, text: str, k: int, rows: list[int] | None
+    ) -> list[tuple[float, int]]:
+        """Dense and lexical scores of the union of each one's best rows, fused."""
+        depth = max(k, fusion.DEPTH)
+        lexical = self.lexical.scores(text)
+        pool = fusion.candidates(
+            np.asarray([row for _, row in self._dense(query, depth, rows)], dtype=np.int64),
+            np.asarray([row for _, row in self._lexical(lexical, depth, rows)], dtype=np.int64),
+        )
+        if len(pool) == 0:
+            return []
+        fused = fusion.fuse(
+            np.asarray(self.vectors[pool]) @ query,
+            lexical[pool],
+            fusion=fusion.FUSION,
+            weight=fusion.DENSE_WEIGHT,
+        )
+        top = np.argsort(-fused, kind="stable")[:k]
+        return [(float(fused[i]), int(pool[i])) for i in top]
 
     def _filtered(self, language: str | None, path_glob: str | None) -> list[int]:
         """The rows of the chunks of `language` (or an alias of it) whose path matches

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 
+from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
 from cpt_embed.search.query import Searcher, hits_to_dicts
 from cpt_embed.serve.batcher import MicroBatcher, QueueFull
@@ -167,11 +168,17 @@ async def search(request: Request) -> JSONResponse:
     body = parse_body(await request.body(), request.headers.get("content-type", ""), SearchRequest)
     if state.searcher is None:
         raise ApiError(404, "no index loaded: start the server with --index INDEX", code="no_index")
-    # at most max_length tokens are read: the batch budget needs no tokenizing here
-    tokens = state.encoder.config.max_length
-    vector = (await _embed(state, [body.query], "query", [tokens]))[0]
+    try:
+        mode = state.searcher.check_mode(body.mode)
+    except InputError as err:
+        raise ApiError(400, str(err), param="mode", code="mode_unavailable") from None
+    vector = None
+    if mode != "lexical":
+        # at most max_length tokens are read: the batch budget needs no tokenizing here
+        tokens = state.encoder.config.max_length
+        vector = (await _embed(state, [body.query], "query", [tokens]))[0]
     hits = state.searcher.search_vector(
-        vector, body.k, language=body.lang, path_glob=body.path_glob
+        vector, body.k, language=body.lang, path_glob=body.path_glob, text=body.query, mode=mode
     )
     return JSONResponse({"object": "list", "data": hits_to_dicts(hits), "model": state.model_name})
 

@@ -74,6 +74,11 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=1000)
     lang: str | None = Field(None, max_length=64)
     path_glob: str | None = Field(None, max_length=1024)
+    mode: Literal["hybrid", "dense", "lexical"] | None = Field(
+        None,
+        description="hybrid: dense and BM25 fused (the default where the index has both); "
+        "dense: the vectors alone; lexical: BM25 alone.",
+    )
 
 
 class Embedding(BaseModel):
