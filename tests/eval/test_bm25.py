@@ -69,6 +69,7 @@ def test_cli_puts_bm25_beside_a_dense_model(tiny_bert, mini_data, tmp_path):
     stsb_row = next(line for line in done.output.splitlines() if line.startswith("│ stsb"))
     assert stsb_row.rstrip("│ ").endswith("-")
     assert "exact cosine search" in done.output and "BM25 (bm25s" in done.output
+    assert "[1] bm25" in done.output  # column names are not read as markup
 
 
 def test_bm25_without_a_retrieval_task_is_refused_before_work(mini_data):

@@ -172,6 +172,8 @@ def _evaluate_one(
 ):
     """One model with one retriever through the chosen tasks, each result printed as it
     lands; the report is named after both (`default [hybrid]`)."""
+    from rich.markup import escape
+
     from cpt_embed.eval import evaluate
     from cpt_embed.eval.suite import LEXICAL_GROUPS, is_lexical, task_group
     from cpt_embed.model import Encoder  # torch: after every check of the command
@@ -180,7 +182,10 @@ def _evaluate_one(
     left = len(chosen) - len(runs)
     note = f" ({left} without retrieval left out: bm25 ranks documents)" if left else ""
     label = name if retriever == "dense" or is_lexical(name) else f"{name} [{retriever}]"
-    err_console.print(f"[bold]{label}[/]: {len(runs)} tasks on {data_dir}{note}", highlight=False)
+    err_console.print(
+        f"[bold]{escape(label)}[/]: {len(runs)} tasks on {escape(str(data_dir))}{note}",
+        highlight=False,
+    )
 
     def show(result):
         say(f"  {result.task:<20} {result.metric:<10} {result.score:7.2f}  ({result.seconds:.1f}s)")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cpt_embed.atomic import atomic_file, check_output_file
@@ -140,9 +141,9 @@ def print_table(reports: list[ModelReport], console: Console) -> None:
     for column in ("task", "group", "metric"):
         table.add_column(column)
     for i, report in enumerate(reports):
-        table.add_column(f"[{i}] {report.model}", justify="right")
+        table.add_column(escape(f"[{i}] {report.model}"), justify="right")
         if i:
-            table.add_column(f"Δ [{i}]-[0]", justify="right")
+            table.add_column(escape(f"Δ [{i}]-[0]"), justify="right")
     by_model = [{r.task: r for r in report.results} for report in reports]
     for result in _rows(reports):
         base = by_model[0].get(result.task)
@@ -165,7 +166,7 @@ def print_table(reports: list[ModelReport], console: Console) -> None:
         table.add_row(*row, style="bold")
     console.print(table)
     for tasks, text in protocols(reports):
-        console.print(f"[dim]{tasks}:[/] {text}", highlight=False)
+        console.print(f"[dim]{escape(tasks)}:[/] {escape(text)}", highlight=False)
 
 
 def markdown(reports: list[ModelReport]) -> str:
