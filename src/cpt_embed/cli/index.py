@@ -33,6 +33,12 @@ class IndexKind(StrEnum):
     ivfpq = "ivfpq"
 
 
+class Precision(StrEnum):
+    float32 = "float32"
+    int8 = "int8"
+    binary = "binary"
+
+
 class SearchMode(StrEnum):
     hybrid = "hybrid"
     dense = "dense"
@@ -68,6 +74,13 @@ def index_build(
         IndexKind,
         typer.Option(help="flat: exact search; hnsw or ivfpq: approximate, for millions."),
     ] = IndexKind.flat,
+    precision: Annotated[
+        Precision,
+        typer.Option(
+            help="The FAISS index's vectors (--kind flat): float32, or int8 (1/4 the bytes) or "
+            "binary sign bits (1/32), whose top candidates are re-scored with the float vectors."
+        ),
+    ] = Precision.float32,
     exclude: Annotated[
         list[str] | None,
         typer.Option(help="gitignore-style pattern of paths to leave out; repeat it."),
@@ -98,14 +111,16 @@ def index_build(
 
     if from_embeddings and exclude:
         raise InputError("--exclude picks files to embed; it does not apply to --from-embeddings")
-    check_build(paths, output, from_embeddings=from_embeddings)
+    check_build(
+        paths, output, from_embeddings=from_embeddings, kind=kind.value, precision=precision.value
+    )
     quiet_transformers()
     from cpt_embed.model import Encoder
 
     encoder = Encoder.load(model, device=device)
     if from_embeddings:
         report = build_index_from_embeddings(
-            paths, output, encoder, model_name=model, kind=kind.value
+            paths, output, encoder, model_name=model, kind=kind.value, precision=precision.value
         )
         say(
             f"{report.path}: {report.chunks:,} vectors from {report.files:,} shards "
@@ -118,6 +133,7 @@ def index_build(
         encoder,
         model_name=model,
         kind=kind.value,
+        precision=precision.value,
         exclude=exclude or [],
         lexical=lexical,
     )

@@ -27,7 +27,8 @@ from cpt_embed.model.runtime import COMPILE_FROM
 from cpt_embed.search.chunks import MAX_FILE_BYTES, Chunk, chunk_file, kind_of
 from cpt_embed.search.index import (
     FaissIndex,
-    check_kind,
+    add_vectors,
+    check_precision,
     empty_faiss_index,
     faiss_index,
     train_faiss_index,
@@ -95,10 +96,19 @@ class _Chunks:
         self.reused.append(old_row)
 
 
-def check_build(paths: list[Path], out: Path, *, from_embeddings: bool = False) -> None:
-    """Refuse, before the model loads, a build that would fail: an output that is no index
-    (see `check_output`), a root that is missing or holds no file to index, or (with
+def check_build(
+    paths: list[Path],
+    out: Path,
+    *,
+    from_embeddings: bool = False,
+    kind: str = "flat",
+    precision: str = "float32",
+) -> None:
+    """Refuse, before the model loads, a build that would fail: a kind and precision that
+    do not go together (see `check_precision`), an output that is no index (see
+    `check_output`), a root that is missing or holds no file to index, or (with
     `from_embeddings`) embedding shards that cannot be read or hold no vectors."""
+    check_precision(kind, precision)
     check_output(out)
     if from_embeddings:
         shards = vector_shards(paths)
@@ -145,6 +155,7 @@ def build_index(
     *,
     model_name: str,
     kind: str = "flat",
+    precision: str = "float32",
     exclude: list[str] | None = None,
     previous: Path | None = None,
     batch_size: int = 128,
@@ -152,10 +163,12 @@ def build_index(
     lexical: bool = True,
 ) -> IndexReport:
     """Index the files under `roots` (minus gitignore-style `exclude` patterns) into `out`,
-    with a lexical (BM25) index over the same chunks unless `lexical` is False; with
-    `previous`, reuse the vectors of every file whose content hash is unchanged (that is
-    `cpt index update`; the lexical index is rebuilt whole, a matter of seconds)."""
-    check_kind(kind)
+    the FAISS index's vectors at `precision` (float32, int8 or binary: see
+    `cpt_embed.search.index`), with a lexical (BM25) index over the same chunks unless
+    `lexical` is False; with `previous`, reuse the vectors of every file whose content hash
+    is unchanged (that is `cpt index update`; the lexical index is rebuilt whole, a matter
+    of seconds)."""
+    check_precision(kind, precision)
     check_output(out)
     started = time.perf_counter()
     fingerprint = model_fingerprint(encoder)
@@ -167,7 +180,7 @@ def build_index(
     vectors, embedded = _vectors(read, old, encoder, batch_size, show_progress)
     with atomic_dir(out) as tmp:
         np.save(tmp / VECTORS, vectors)
-        write_faiss_index(faiss_index(vectors, kind), tmp / FAISS_INDEX)
+        write_faiss_index(faiss_index(vectors, kind, precision), tmp / FAISS_INDEX)
         with new_metadata(tmp) as db:
             write_chunks(db, read.chunks)
             write_files(db, read.files)
@@ -179,6 +192,7 @@ def build_index(
             model_fingerprint=fingerprint,
             dim=encoder.dim,
             kind=kind,
+            precision=precision,
             lexical=lexical,
             roots=[str(Path(r).resolve()) for r in roots],
             exclude=exclude,
@@ -194,7 +208,8 @@ def build_index(
 
 def update_index(index: Path, encoder: Encoder, model_name: str | None = None, **kw) -> IndexReport:
     """Re-index the roots recorded in `index`: embed changed and new files only, drop
-    deleted ones; an unchanged tree embeds nothing."""
+    deleted ones; an unchanged tree embeds nothing. The index keeps its kind and precision
+    (an index from before precisions is float32)."""
     manifest = check_update(index)
     roots = [Path(r) for r in manifest["roots"]]
     return build_index(
@@ -203,6 +218,7 @@ def update_index(index: Path, encoder: Encoder, model_name: str | None = None, *
         encoder,
         model_name=model_name or manifest["model"],
         kind=kw.pop("kind", manifest["kind"]),
+        precision=kw.pop("precision", manifest.get("precision", "float32")),
         lexical=kw.pop("lexical", manifest.get("lexical", True)),
         exclude=manifest.get("exclude", []),
         previous=Path(index),
@@ -308,6 +324,7 @@ def build_index_from_embeddings(
     *,
     model_name: str,
     kind: str = "flat",
+    precision: str = "float32",
     batch_rows: int = BATCH_ROWS,
     show_progress: bool = True,
 ) -> IndexReport:
@@ -317,8 +334,9 @@ def build_index_from_embeddings(
     them) embeds the queries. For millions of vectors made elsewhere (a GPU farm): the shards
     stream through in batches of `batch_rows`, to vectors.npy through a memory map and into
     FAISS, so that the vectors are never all in memory (except inside a flat or HNSW index,
-    which holds them); IVF-PQ trains on a sample drawn across the shards first."""
-    check_kind(kind)
+    which holds them, at `precision`); IVF-PQ and int8 train on a sample drawn across the
+    shards first."""
+    check_precision(kind, precision)
     check_output(out)
     started = time.perf_counter()
     shards = vector_shards(paths)
@@ -331,14 +349,14 @@ def build_index_from_embeddings(
     if not rows:
         raise InputError(f"{shards[0].path}: no vectors in the {len(shards)} shard(s) given")
     fingerprint = model_fingerprint(encoder)
-    index = empty_faiss_index(encoder.dim, kind, rows)
+    index = empty_faiss_index(encoder.dim, kind, rows, precision)
     with atomic_dir(out) as tmp:
         sample = _copy_shards(tmp, shards, index, batch_rows, show_progress)
         if not index.is_trained:
             train_faiss_index(index, sample)
             del sample
             for _, vectors in _stream(shards, batch_rows, rows, "adding", show_progress):
-                index.add(vectors)
+                add_vectors(index, vectors)
         write_faiss_index(index, tmp / FAISS_INDEX)
         write_manifest(
             tmp,
@@ -346,6 +364,7 @@ def build_index_from_embeddings(
             model_fingerprint=fingerprint,
             dim=encoder.dim,
             kind=kind,
+            precision=precision,
             source="embeddings",
             shards=[str(shard.path.resolve()) for shard in shards],
             roots=[],
@@ -371,7 +390,7 @@ def _copy_shards(
     sample = np.zeros((len(sample_rows), dim), dtype=np.float32)
     offset = _new_npy(folder / VECTORS, rows, dim)
     start = 0
-    desc = "adding" if index.is_trained else "reading"  # ivfpq: train, then add
+    desc = "adding" if index.is_trained else "reading"  # ivfpq, int8: train, then add
     with new_metadata(folder) as db:
         for ids, vectors in _stream(shards, batch_rows, rows, desc, show_progress):
             _write_npy_rows(folder / VECTORS, offset, start, vectors)
@@ -379,7 +398,7 @@ def _copy_shards(
             lo, hi = np.searchsorted(sample_rows, [start, start + len(ids)])
             sample[lo:hi] = vectors[sample_rows[lo:hi] - start]
             if index.is_trained:
-                index.add(vectors)
+                add_vectors(index, vectors)
             start += len(ids)
     return sample
 

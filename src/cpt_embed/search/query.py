@@ -63,6 +63,18 @@ def hits_to_dicts(hits: Iterable[Hit]) -> list[dict[str, Any]]:
 MODES = ("hybrid", "dense", "lexical")
 
 
+def best_positions(values: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the k largest `values`, best first, ties in position order: what
+    `np.argsort(-values, kind="stable")[:k]` gives, without sorting a million values (one
+    partition, then a sort of k)."""
+    if k >= len(values):
+        return np.argsort(-values, kind="stable")
+    kth = np.partition(values, len(values) - k)[len(values) - k]
+    above = np.flatnonzero(values > kth)
+    picked = np.concatenate([above, np.flatnonzero(values == kth)[: k - len(above)]])
+    return picked[np.argsort(-values[picked], kind="stable")]
+
+
 class Searcher:
     """Queries one index folder with its model: dense (vectors), lexical (BM25 over the
     same chunks) or hybrid (both, fused; the default where the index has both)."""
@@ -72,7 +84,8 @@ class Searcher:
         self.manifest = read_manifest(self.path)
         check_model(self.manifest, model_fingerprint(encoder), model_name)
         self.encoder = encoder
-        self.faiss = read_faiss_index(self.path / FAISS_INDEX)
+        self.precision = self.manifest.get("precision", "float32")  # older: float32
+        self.faiss = read_faiss_index(self.path / FAISS_INDEX, self.precision)
         self.vectors = np.load(self.path / VECTORS, mmap_mode="r")
         self.db = open_metadata(self.path)
         self.lexical = read_lexical(self.path)
@@ -144,7 +157,7 @@ class Searcher:
     def _dense(self, query: np.ndarray, k: int, rows: list[int] | None) -> list[tuple[float, int]]:
         if rows is not None:
             scores = np.asarray(self.vectors[rows]) @ query
-            top = np.argsort(-scores, kind="stable")[:k]
+            top = best_positions(scores, k)
             return [(float(scores[i]), rows[i]) for i in top]
         scores, ids = nearest(
             self.faiss, self.vectors, query.reshape(1, -1), min(k, max(1, self.faiss.ntotal))
@@ -154,10 +167,14 @@ class Searcher:
     @staticmethod
     def _lexical(scores: np.ndarray, k: int, rows: list[int] | None) -> list[tuple[float, int]]:
         """The k best rows by BM25 `scores` (of every row), among `rows` if given; a row no
-        query term matches is not a hit."""
-        among = np.arange(len(scores)) if rows is None else np.asarray(rows)
-        top = among[np.argsort(-scores[among], kind="stable")[:k]]
-        return [(float(scores[r]), int(r)) for r in top if scores[r] > 0]
+        query term matches is not a hit (so only the matched rows are ranked)."""
+        if rows is None:
+            among = np.flatnonzero(scores > 0)
+        else:
+            among = np.asarray(rows, dtype=np.int64)
+            among = among[scores[among] > 0]
+        top = among[best_positions(scores[among], k)]
+        return [(float(scores[r]), int(r)) for r in top]
 
     def _hybrid(
         self, query: np.ndarray, text: str, k: int, rows: list[int] | None

@@ -1,9 +1,11 @@
 """What an index folder holds beside its FAISS index: the manifest and the SQLite metadata
 of every chunk and file, written and read here only.
 
-    INDEX/manifest.json   model, its fingerprint, dimension, FAISS kind, roots, counts
+    INDEX/manifest.json   model, its fingerprint, dimension, FAISS kind and precision (none
+                          in an index from before precisions: float32), roots, counts
     INDEX/vectors.npy     float32 (n, dim), row i = chunk i: the source of truth
-    INDEX/vectors.faiss   the FAISS index over those rows (exact inner product by default)
+    INDEX/vectors.faiss   the FAISS index over those rows (exact inner product by default;
+                          int8 or sign bits with --precision, re-scored from vectors.npy)
     INDEX/meta.sqlite     chunks (row, path, language, lines, name, text, hash), files (hash)
 
 Every build and update writes a whole new folder beside the old one and swaps it in with
