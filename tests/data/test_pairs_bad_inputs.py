@@ -119,8 +119,14 @@ def test_pairs_text_skips_a_100_mb_line(tiny_bert, tmp_path):
     corpus = tmp_path / "corpus"
     write_big_line(corpus / "big.txt", 100)
     write_big_line(corpus / "big.jsonl", 100, prefix='{"text": "', suffix='"}')
+    _one_file_and_one_record_too_large(corpus, tmp_path, tiny_bert)
+
+
+def _one_file_and_one_record_too_large(corpus, tmp_path, tokenizer) -> None:
+    """`cpt pairs text` on `corpus` plus a good document skips one big .txt file and one
+    big .jsonl record, counted, and mines the good one."""
     write(corpus / "good.txt", GOOD_DOC)
-    result = _pairs("text", [corpus], tmp_path / "out", tokenizer=tiny_bert)
+    result = _pairs("text", [corpus], tmp_path / "out", tokenizer=tokenizer)
     assert result.exit_code == 0, result.output
     counts = _counts(tmp_path / "out")
     assert counts["file_too_large"] == 1 and counts["record_too_large"] == 1
@@ -294,12 +300,7 @@ def test_pairs_text_caps_decompressed_bytes(tiny_bert, tmp_path):
     corpus = tmp_path / "corpus"
     gzip_bomb(corpus / "bomb.txt.gz", 64)
     gzip_bomb(corpus / "bomb.jsonl.gz", 64)
-    write(corpus / "good.txt", GOOD_DOC)
-    result = _pairs("text", [corpus], tmp_path / "out", tokenizer=tiny_bert)
-    assert result.exit_code == 0, result.output
-    counts = _counts(tmp_path / "out")
-    assert counts["file_too_large"] == 1 and counts["record_too_large"] == 1
-    assert counts["documents"] == 1
+    _one_file_and_one_record_too_large(corpus, tmp_path, tiny_bert)
 
 
 def test_pairs_text_a_gzip_bomb_given_directly_is_one_line_in_bounded_memory(tiny_bert, tmp_path):

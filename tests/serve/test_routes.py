@@ -157,13 +157,19 @@ def test_the_embeddings_routes_errors_are_answered_by_the_apps_handlers(encoder)
     assert bad.status_code == 418 and "Invalid JSON" in bad.text
 
 
-def test_search_health_and_page(encoder, tmp_path):
+def _two_functions(tmp_path):
+    """A folder holding one Python file of two functions."""
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "util.py").write_text(
         'def parse_json(text):\n    """Parse JSON text."""\n    return json.loads(text)\n\n\n'
         'def send_email(to):\n    """Send an email."""\n    smtp.send(to)\n'
     )
+    return repo
+
+
+def test_search_health_and_page(encoder, tmp_path):
+    repo = _two_functions(tmp_path)
     build_index([repo], tmp_path / "idx", encoder, model_name="default")
     searcher = Searcher(tmp_path / "idx", encoder, "default")
     with TestClient(create_app(encoder, "default", searcher=searcher)) as client:
@@ -188,12 +194,7 @@ def test_search_health_and_page(encoder, tmp_path):
 
 
 def test_search_takes_a_mode(encoder, tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "util.py").write_text(
-        'def parse_json(text):\n    """Parse JSON text."""\n    return json.loads(text)\n\n\n'
-        'def send_email(to):\n    """Send an email."""\n    smtp.send(to)\n'
-    )
+    repo = _two_functions(tmp_path)
     build_index([repo], tmp_path / "idx", encoder, model_name="default")
     build_index([repo], tmp_path / "dense", encoder, model_name="default", lexical=False)
     searcher = Searcher(tmp_path / "idx", encoder, "default")
