@@ -105,3 +105,12 @@ def test_modules_and_functions_stay_small(path):
     assert len(text.splitlines()) <= MAX_MODULE_LINES, f"{path.name}: over {MAX_MODULE_LINES}"
     long = _long_functions(ast.parse(text))
     assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test modules by their file name alone (the test folders are not
+    packages): two files of one name make the whole run fail to collect."""
+    names: dict[str, list[str]] = {}
+    for path in sorted(Path(__file__).parent.rglob("test_*.py")):
+        names.setdefault(path.name, []).append(str(path.relative_to(Path(__file__).parent)))
+    assert not {name: where for name, where in names.items() if len(where) > 1}
