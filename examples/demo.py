@@ -162,7 +162,7 @@ def show_example(test: CodeSearchTest, before: np.ndarray, after: np.ndarray) ->
 
 def search_this_repository() -> None:
     """Index src/ with the default model and ask it a few questions (the two best hits
-    of each, with their cosine similarity)."""
+    of each by hybrid search, with their fused dense and BM25 score)."""
     console.rule("5. the default model (all-MiniLM-L6-v2) searches this repository's code")
     encoder = Encoder.load("default")
     index = RUNS / "src.idx"
