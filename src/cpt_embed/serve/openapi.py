@@ -15,8 +15,8 @@ OPENAPI_VERSION = "3.0.3"
 
 
 def _as_3_0(node: Any) -> Any:
-    """`node` (a part of a 3.1 document) with null types as `nullable` and `const` as a
-    one-value `enum`."""
+    """`node` (a part of a 3.1 document) with null types as `nullable` (and null in the
+    enum of a nullable enum) and `const` as a one-value `enum`."""
     if isinstance(node, list):
         return [_as_3_0(item) for item in node]
     if not isinstance(node, dict):
@@ -31,6 +31,8 @@ def _as_3_0(node: Any) -> Any:
             del node[key]
             node |= rest[0] if len(rest) == 1 else {key: rest}
             node["nullable"] = True
+            if "enum" in node:  # an enum admits only what it lists, null included (3.0.3)
+                node["enum"] = [*node["enum"], None]
     return node
 
 
