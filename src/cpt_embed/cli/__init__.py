@@ -12,7 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from cpt_embed import __version__
-from cpt_embed.cli import embed, evaluate, index, pairs, serve, train
+from cpt_embed.cli import embed, evaluate, explain, index, pairs, serve, train
 from cpt_embed.cli.help import CONTEXT_SETTINGS, HelpGroup
 
 
@@ -87,6 +87,7 @@ app.add_typer(pairs.app, name="pairs")
 app.command()(train.train)
 app.add_typer(index.app, name="index")
 app.command()(index.search)
+app.command()(explain.explain)
 app.command()(serve.serve)
 
 __all__ = ["app"]
