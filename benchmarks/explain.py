@@ -41,7 +41,13 @@ from cpt_embed import Encoder
 from cpt_embed.eval.data import find_data_dir, load_beir, load_sts
 from cpt_embed.model import attribution
 from cpt_embed.model.config import Side
-from cpt_embed.model.explain import DEFAULT_STEPS, SideTokens, default_layer, side_tokens
+from cpt_embed.model.explain import (
+    DEFAULT_STEPS,
+    SideTokens,
+    default_layer,
+    layer_count,
+    side_tokens,
+)
 from cpt_embed.model.runtime.devices import to_dtype
 
 DATA = find_data_dir()  # $CPT_DATA, else ../shared/data
@@ -114,7 +120,7 @@ def settings_of(method: str, encoder: Encoder) -> attribution.Settings:
     """`lig` (Encoder.explain's defaults), `lig:LAYER`, `lig:LAYER:STEPS` or
     `lig:LAYER:STEPS:float32` (default dtype: auto)."""
     parts = method.split(":")
-    layer = int(parts[1]) if len(parts) > 1 else default_layer(attribution.layer_count(encoder))
+    layer = int(parts[1]) if len(parts) > 1 else default_layer(layer_count(encoder))
     steps = int(parts[2]) if len(parts) > 2 else DEFAULT_STEPS
     dtype = to_dtype(parts[3] if len(parts) > 3 else "auto", encoder.device)
     return attribution.Settings(layer, steps, dtype)

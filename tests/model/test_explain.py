@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -119,6 +120,26 @@ def test_mode_is_restored_and_no_gradients_are_left(tiny_bert):
     assert all(p.grad is None for p in encoder.parameters())
 
 
+def test_encode_in_another_thread_meanwhile_is_untouched(tiny_bert):
+    encoder = Encoder.load(tiny_bert)
+    texts = ["a text to embed", CODE]
+    expected = encoder.encode(texts, dtype="float32")
+    done = threading.Event()
+
+    def explain_repeatedly():
+        while not done.is_set():
+            encoder.explain(QUERY, CODE, dtype="float32")
+
+    worker = threading.Thread(target=explain_repeatedly)
+    worker.start()
+    try:
+        for _ in range(30):
+            np.testing.assert_allclose(encoder.encode(texts, dtype="float32"), expected, atol=1e-6)
+    finally:
+        done.set()
+        worker.join()
+
+
 def test_bad_arguments(tiny_bert):
     encoder = Encoder.load(tiny_bert)
     layers = encoder.backbone.config.num_hidden_layers
@@ -131,6 +152,13 @@ def test_bad_arguments(tiny_bert):
         encoder.explain(QUERY, CODE, document_side="both")
     with pytest.raises(TypeError, match="document must be a str"):
         encoder.explain(QUERY, [CODE])
+
+
+def test_a_slow_tokenizer_is_refused(tiny_bert, monkeypatch):
+    encoder = Encoder.load(tiny_bert)
+    monkeypatch.setattr(type(encoder.tokenizer), "is_fast", False)
+    with pytest.raises(InputError, match="needs a fast tokenizer"):
+        encoder.explain(QUERY, CODE)
 
 
 # ------------------------------------------------------------------ the real default model

@@ -97,7 +97,8 @@ def explain(
     """Why QUERY and DOCUMENT match: their cosine similarity and each token's share of it
     (integrated gradients at one layer), on both sides, and each line's for code. Green
     tokens raise the similarity, red ones lower it; a side's scores sum to the similarity
-    minus its baseline (the similarity with that side's text zeroed)."""
+    minus its baseline, the similarity when that side's tokens cannot be told apart at
+    that layer (docs/explain.md)."""
     query = read_argument(query, "query")
     document = read_argument(document, "document")
     from cpt_embed.model.resolve import resolve_model

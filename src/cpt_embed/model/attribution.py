@@ -4,14 +4,16 @@ hidden states one layer of the backbone gives that token (explain.py says what f
 The path runs in a straight line from a baseline, in which every text token's hidden state
 at that layer is the mean of them all (special tokens and delimiters keep theirs: the text
 is there, its length too, but no token can be told from another), to the hidden states
-themselves. Along it no state nears zero, where the layer norms of pre-norm models (Llama)
-jump, so a few Gauss-Legendre points integrate it closely (docs/explain.md). The layers
-below run once; the layers above run on every point of the path in one batch, the path's
-two ends among them (the cosine at the input and at the baseline).
+themselves. Along it the states keep their size, away from zero, where the layer norms of
+pre-norm models (Llama) jump; a few Gauss-Legendre points integrate it closely
+(docs/explain.md). The layers below run once; the layers above run on every point of the
+path in one batch, the path's two ends among them (the cosine at the input and at the
+baseline). A side with one text token has nothing to tell apart: it scores 0.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +42,6 @@ def path_points(steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0.0, 1.0], (nodes + 1) / 2]), np.concatenate([[0.0, 0.0], weights / 2])
 
 
-def layer_count(encoder: Encoder) -> int:
-    """The backbone's Transformer layers."""
-    return int(encoder.backbone.config.num_hidden_layers)
-
-
 def _site(backbone: nn.Module, layer: int) -> nn.Module:
     """The module whose output is layer `layer`'s hidden states: 0 the token embeddings,
     k the k-th Transformer layer."""
@@ -65,10 +62,14 @@ def _path_at(site: nn.Module, text: torch.Tensor, alphas: torch.Tensor) -> Itera
     """Meanwhile `site`'s output, the hidden states (1, tokens, dim) of one sequence, is
     replaced by the path's points (len(alphas), tokens, dim): the layers above run on all of
     them in one batch (their masks and positions, made for one row, broadcast). The dict
-    yielded gets `rows` (a leaf that requires grad) and `delta` (input - baseline)."""
+    yielded gets `rows` (a leaf that requires grad) and `delta` (input - baseline). Passes of
+    other threads through `site` meanwhile (a server's `encode`) are left alone."""
     found: dict[str, torch.Tensor] = {}
+    owner = threading.get_ident()
 
     def hook(module: nn.Module, args: tuple, output):
+        if threading.get_ident() != owner:
+            return None
         hidden = (output[0] if isinstance(output, tuple) else output).detach()
         mask = text[:, None].to(hidden.dtype)
         mean = (hidden[0] * mask).sum(0) / mask.sum().clamp(min=1)

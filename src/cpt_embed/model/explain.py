@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 DEFAULT_STEPS = 4
 
 
+def layer_count(encoder: Encoder) -> int:
+    """The backbone's Transformer layers."""
+    return int(encoder.backbone.config.num_hidden_layers)
+
+
 def default_layer(layers: int) -> int:
     """The layer explained when none is given: two thirds of the way up (docs/explain.md)."""
     return round(2 * layers / 3)
@@ -160,12 +165,18 @@ def _lines(text: str, tokens: SideTokens, scores: list[float]) -> list[Line]:
     return [Line(n + 1, texts[n].removesuffix("\r"), totals[n]) for n in range(last + 1)]
 
 
-def _check(query: str, document: str, document_side: Side, layers: int, layer: int) -> None:
+def _check(encoder: Encoder, query: str, document: str, document_side: Side, layer: int) -> None:
+    if not getattr(encoder.tokenizer, "is_fast", False):
+        raise InputError(
+            "explaining needs a fast tokenizer (a tokenizer.json), for the characters each "
+            f"token covers; {type(encoder.tokenizer).__name__} is not one"
+        )
     for name, value in (("query", query), ("document", document)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")
     if document_side not in SIDES:
         raise InputError(f"document_side must be one of {SIDES}, got {document_side!r}")
+    layers = layer_count(encoder)
     if not 0 <= layer < layers:
         raise InputError(
             f"layer must be from 0 (token embeddings) to {layers - 1} (the model has "
@@ -207,9 +218,8 @@ def explain_pair(
     from cpt_embed.model import attribution
     from cpt_embed.model.runtime.devices import to_dtype
 
-    layers = attribution.layer_count(encoder)
-    layer = default_layer(layers) if layer is None else layer
-    _check(query, document, document_side, layers, layer)
+    layer = default_layer(layer_count(encoder)) if layer is None else layer
+    _check(encoder, query, document, document_side, layer)
     attribution.path_points(steps)  # checks steps before any work
     settings = attribution.Settings(layer, steps, to_dtype(dtype, encoder.device))
     q_tokens = side_tokens(encoder, query, "query")
