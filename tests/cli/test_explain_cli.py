@@ -4,11 +4,9 @@ files, and bad inputs refused in one line before torch loads."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from probe import run_cpt
 from typer.testing import CliRunner
 
 from cpt_embed import Encoder
@@ -98,25 +96,6 @@ def test_read_argument(tmp_path):
             read_argument(value, "query")
 
 
-# Runs each command line in one fresh process; prints exit codes, output and whether torch
-# was imported.
-_PROBE = """
-import contextlib, io, json, sys
-from typer.main import get_command
-from cpt_embed.cli import app
-runs = []
-for argv in json.loads(sys.argv[1]):
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            get_command(app).main(argv, prog_name="cpt")
-        except SystemExit as stop:
-            code = stop.code
-    runs.append({"code": code, "output": out.getvalue()})
-print(json.dumps({"runs": runs, "torch": "torch" in sys.modules}))
-"""
-
-
 def test_bad_inputs_fail_in_one_line_before_torch(tmp_path):
     lines = [
         ["explain", "--help"],
@@ -126,18 +105,9 @@ def test_bad_inputs_fail_in_one_line_before_torch(tmp_path):
         ["explain", "a query", "a document", "-m", str(tmp_path / "nomodel")],
         ["explain", "a query", "a document", "--steps", "0"],
     ]
-    env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(lines)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert not report["torch"]
-    help_, *bad = report["runs"]
+    runs, loaded = run_cpt([(200, line) for line in lines], ["torch"])
+    assert not loaded
+    help_, *bad = runs
     assert help_["code"] == 0 and "--code / --text" in help_["output"]
     assert "@FILE" in help_["output"]
     named = ["query is empty", "document is empty", "missing.py", "nomodel"]

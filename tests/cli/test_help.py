@@ -9,13 +9,11 @@ test process has imported torch long before)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
-import subprocess
-import sys
 
 import pytest
+from probe import run_cpt
 
 from cpt_embed.train.config import TrainConfig
 
@@ -40,26 +38,6 @@ TYPE_LABELS = re.compile(r"<(bool|str|int|float|path|file|dir|list\[)")
 HEAVY = ["torch", "transformers", "faiss", "pyarrow", "fastapi", "sklearn", "uvicorn"]
 WIDE = 200
 
-# Runs the `cpt` app on each (columns, command line) in this one process; prints what each
-# wrote and exited with, and which heavy modules the process imported.
-_PROBE = """
-import contextlib, io, json, os, sys
-from typer.main import get_command
-from cpt_embed.cli import app
-runs = []
-for columns, argv in json.loads(sys.argv[1]):
-    os.environ["COLUMNS"] = str(columns)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            get_command(app).main(argv, prog_name="cpt")
-        except SystemExit as stop:
-            code = stop.code
-    runs.append({"code": code, "output": out.getvalue()})
-loaded = [name for name in json.loads(sys.argv[2]) if name in sys.modules]
-print(json.dumps({"runs": runs, "loaded": loaded}))
-"""
-
 
 @pytest.fixture(scope="module")
 def cpt(tmp_path_factory):
@@ -81,15 +59,8 @@ def cpt(tmp_path_factory):
         ("missing index",): (WIDE, ["serve", "--port", "65531", "--index", str(folder / "no.idx")]),
         ("unknown model",): (WIDE, ["serve", "--port", "65531", "-m", str(folder / "nomodel")]),
     }
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(list(lines.values())), json.dumps(HEAVY)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    return dict(zip(lines, report["runs"], strict=True)), report["loaded"]
+    runs, loaded = run_cpt(list(lines.values()), HEAVY)
+    return dict(zip(lines, runs, strict=True)), loaded
 
 
 def _help(cpt, *command: str) -> str:
