@@ -1,5 +1,5 @@
-"""The search page's highlighting, case by case: (hit text, query, the HTML expected),
-run by test_page.py in Chromium and by test_page_highlight.py in node."""
+"""The search page's shading of an explained hit, case by case: (hit text, explanation,
+the HTML expected), run by test_page.py in Chromium and by test_page_highlight.py in node."""
 
 from __future__ import annotations
 
@@ -7,43 +7,62 @@ from pathlib import Path
 
 PAGE = Path(__file__).resolve().parents[2] / "src" / "cpt_embed" / "serve" / "page.html"
 
+
+def _explained(spans: list, scores: list[float], lines: list[tuple[int, float]]) -> dict:
+    """The parts of a hit's `explanation` that the page reads."""
+    document = {
+        "spans": spans,
+        "scores": scores,
+        "lines": [{"line": line, "score": score} for line, score in lines],
+    }
+    return {"similarity": 0.5, "document": document}
+
+
+def _gutter(line: int | None, shading: str, score: str = "") -> str:
+    if line is None:
+        return '<span class="ln line-none"></span>'
+    return f'<span class="ln line-{shading}" title="line {line}: {score}">{line}</span>'
+
+
+_TWENTY = "\n".join(f"l{n}" for n in range(20))
+_SIXTEEN = [(101 + n, {9: -0.3, 14: 0.3}.get(n, 0.0)) for n in range(16)]
+_WINDOW = [  # lines 8-19 of _TWENTY: the best line (14) third but for the end of the text
+    _gutter(109, "none", "+0.0000") + 'l<span class="up4">8</span>',
+    _gutter(110, "down4", "-0.3000") + '<span class="up4">l</span>9',
+    *(_gutter(101 + n, "none", "+0.0000") + f"l{n}" for n in range(10, 14)),
+    _gutter(115, "up4", "+0.3000") + "l14",
+    _gutter(116, "none", "+0.0000") + "l15",
+    *(_gutter(None, "") + f"l{n}" for n in range(16, 20)),  # past the explained lines
+]
+
+# (hit text, its explanation, the HTML expected)
 CASES = [
-    # whole words only: "the" inside "Either", "old" inside "folder"; "the" is a stop word
+    # four steps of the largest |score|: 0.1 of 0.4 is step 1, -0.2 step 2 of red, 0.01
+    # (under 5%) unshaded; the gutters by the lines' scores
     (
-        "Either the folder or the old file",
-        "the old",
-        "Either the folder or the <mark>old</mark> file",
+        "def add(a, b):\n    return a + b",
+        _explained(
+            [None, [0, 3], [4, 7], [19, 25], [30, 31], None],
+            [0.0, 0.1, 0.4, -0.2, 0.01, 0.0],
+            [(10, 0.5), (11, -0.19)],
+        ),
+        _gutter(10, "up4", "+0.5000")
+        + '<span class="up1">def</span> <span class="up4">add</span>(a, b):\n'
+        + _gutter(11, "down2", "-0.1900")
+        + '    <span class="down2">return</span> a + b',
     ),
+    # spans count code points (the emoji is one); HTML in the text is escaped, in and out
+    # of shaded tokens
     (
-        "The old folder, THE OLD ONE",
-        "old folder.",
-        "The <mark>old</mark> <mark>folder</mark>, THE <mark>OLD</mark> ONE",
+        "\U0001f600 <a href='x'>&amp;</a>",
+        _explained([[2, 4], [14, 19]], [1.0, -0.5], [(1, 0.5)]),
+        _gutter(1, "up4", "+0.5000")
+        + '\U0001f600 <span class="up4">&lt;a</span> href=&#39;x&#39;&gt;'
+        + '<span class="down2">&amp;amp;</span>&lt;/a&gt;',
     ),
-    # Unicode letters are word characters: "pfel" is no word of "Äpfel"
-    (
-        "Äpfel und pfel; größe GRÖßE",
-        "pfel Größe",
-        "Äpfel und <mark>pfel</mark>; <mark>größe</mark> <mark>GRÖßE</mark>",
-    ),
-    # terms of 1-2 letters and stop words alone: nothing marked
-    ("it is an ok id of the file", "it is an ok id of the", "it is an ok id of the file"),
-    # regex characters are the terms' own
-    (
-        "call foo.bar() not fooXbar; a+b not aab; x[y",
-        "foo.bar a+b x[y",
-        "call <mark>foo.bar</mark>() not fooXbar; <mark>a+b</mark> not aab; <mark>x[y</mark>",
-    ),
-    # HTML in the text is escaped; a term never matches inside an entity or the page's tags
-    (
-        '<b class="x">a & b</b> <mark>',
-        "class mark",
-        "&lt;b <mark>class</mark>=&quot;x&quot;&gt;a &amp; b&lt;/b&gt; &lt;<mark>mark</mark>&gt;",
-    ),
-    (
-        "&amp; 'quot' <script>",
-        "amp quot script",
-        "&amp;<mark>amp</mark>; &#39;<mark>quot</mark>&#39; &lt;<mark>script</mark>&gt;",
-    ),
+    # twelve lines around the best one; a token across a line break shaded on both lines;
+    # lines past the explanation (cut at max_length) without a number
+    (_TWENTY, _explained([[25, 28]], [1.0], _SIXTEEN), "\n".join(_WINDOW)),
 ]
 
 

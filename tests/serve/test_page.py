@@ -1,10 +1,12 @@
 """The search page in headless Chromium (Debian's chromium + chromedriver, via selenium):
-type a query, see the hits with the query's whole words marked; the search is in the
-page's address (?q=...), so a link runs it and back and forward step through searches. A
-screenshot lands in docs/search-page.png when asked for."""
+type a query, see the hits, then each hit's lines and tokens shaded by the server's
+explanation of its similarity; the search is in the page's address (?q=...), so a link runs
+it and back and forward step through searches. A screenshot lands in docs/search-page.png
+when asked for."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +16,7 @@ from highlighting import CASES
 from servers import served
 
 from cpt_embed.search.build import build_index
+from cpt_embed.search.explain import explain_hits
 from cpt_embed.search.query import Searcher
 from cpt_embed.serve.app import create_app
 
@@ -45,15 +48,21 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def notes_url(encoder, tmp_path_factory):
-    """The page over an index of two notes: markdown about files, text about cooking."""
+def notes_index(encoder, tmp_path_factory) -> Path:
+    """An index of two notes: markdown about files, text about cooking."""
     notes = tmp_path_factory.mktemp("notes")
     (notes / "moving.md").write_text(f"# Moving files\n\n{MOVING}", encoding="utf-8")
     (notes / "cooking.txt").write_text(COOKING, encoding="utf-8")
     index = notes.parent / f"{notes.name}-index"
     build_index([notes], index, encoder, model_name="default")
+    return index
+
+
+@pytest.fixture(scope="module")
+def notes_url(encoder, notes_index):
+    """The page over `notes_index`."""
     with served(
-        create_app(encoder, "default", searcher=Searcher(index, encoder, "default"))
+        create_app(encoder, "default", searcher=Searcher(notes_index, encoder, "default"))
     ) as url:
         yield url
 
@@ -110,31 +119,57 @@ def test_the_page_shows_hits_for_a_typed_query(encoder, browser, tmp_path):
         assert len(hits) == 10
         assert "search/chunks.py" in hits[0].find_element(By.CLASS_NAME, "where").text
         assert "_sections" in hits[0].text
-        assert browser.find_elements(By.TAG_NAME, "mark")  # the query's words highlighted
+        _wait_explained(browser)
+        assert hits[0].find_elements(By.CSS_SELECTOR, "pre .up4")  # its best token
+        assert "_sections" in hits[0].text
         if os.environ.get("CPT_SCREENSHOT"):
             browser.save_screenshot(os.environ["CPT_SCREENSHOT"])
 
 
-def test_highlighting_in_the_browser(browser, notes_url):
+def _wait_explained(browser) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    explained = "return / explained in /.test(document.getElementById('status').textContent)"
+    WebDriverWait(browser, 60).until(lambda _: browser.execute_script(explained))
+
+
+def test_shading_in_the_browser(browser, notes_url):
     browser.get(f"{notes_url}/")
-    marked = browser.execute_script(
-        "return arguments[0].map(([text, query]) => highlight(text, termPattern(query)))",
-        [[text, query] for text, query, _ in CASES],
+    shaded = browser.execute_script(
+        "return arguments[0].map(([text, explanation]) => explainedHtml(text, explanation))",
+        [[text, explanation] for text, explanation, _ in CASES],
     )
-    assert marked == [expected for _, _, expected in CASES]
+    assert shaded == [expected for _, _, expected in CASES]
 
 
-def test_a_search_marks_whole_words_and_goes_into_the_address(browser, notes_url):
+def test_a_search_shades_what_the_explanation_scores(encoder, browser, notes_index, notes_url):
     from selenium.webdriver.common.by import By
 
     browser.get(f"{notes_url}/")
     _search(browser, "the old folder")
     _wait_for(browser, ("the old folder", "", ["moving.md", "cooking.txt"]))
     assert browser.current_url == f"{notes_url}/?q=the+old+folder"
-    assert [mark.text for mark in browser.find_elements(By.TAG_NAME, "mark")] == ["folder", "old"]
-    shown = browser.find_element(By.CSS_SELECTOR, ".hit pre").get_attribute("innerHTML")
-    assert "Either the <mark>folder</mark> or the <mark>old</mark> file" in shown
-    assert "the older copy" in shown
+    _wait_explained(browser)
+    shown = browser.find_element(By.CSS_SELECTOR, ".hit pre")
+    # the oracle: the same hit explained here, its shading worked out from the scores
+    (hit,) = Searcher(notes_index, encoder, "default").search("the old folder", 1)
+    (explained,) = explain_hits(encoder, "the old folder", [hit])
+    side = explained.document
+    scale = max(abs(score) for score in side.scores)
+    expected = [
+        (hit.text[span[0] : span[1]], f"up{math.ceil(4 * score / scale)}")
+        for span, score in zip(side.spans, side.scores, strict=True)
+        if span and score >= 0.05 * scale
+    ]
+    assert expected  # the model credits some of the note's words
+    got = [
+        (span.text, span.get_attribute("class"))
+        for span in shown.find_elements(By.CSS_SELECTOR, "span[class^=up]")
+    ]
+    assert got == expected
+    assert "Either the folder or the old file" in shown.text
+    similarity = browser.find_element(By.CSS_SELECTOR, ".hit .similarity").text
+    assert similarity == f"similarity {explained.similarity:.3f}"
 
 
 def test_an_address_runs_its_search_and_back_and_forward_step_through(browser, notes_url):

@@ -1,4 +1,4 @@
-"""The search page's highlighting functions run in node, where it is installed (the
+"""The search page's shading of explained hits run in node, where it is installed (the
 browser test in test_page.py is the oracle; this one runs without Chromium)."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ NODE = shutil.which("node")
 
 
 @pytest.mark.skipif(NODE is None, reason="node is not installed")
-def test_highlighting_marks_whole_words_and_escapes_html():
+def test_an_explained_hit_is_shaded_by_its_scores_and_escaped():
     program = page_script("highlighting") + (
         "\nconst cases = JSON.parse(require('fs').readFileSync(0, 'utf-8'));"
-        "\nprocess.stdout.write(JSON.stringify(cases.map(([text, query]) =>"
-        " highlight(text, termPattern(query)))));"
+        "\nprocess.stdout.write(JSON.stringify(cases.map(([text, explanation]) =>"
+        " explainedHtml(text, explanation))));"
     )
     done = subprocess.run(
         [NODE, "-e", program],

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cpt_embed.search.build import build_index
+from cpt_embed.search.explain import explain_hits
 from cpt_embed.search.query import Searcher
 from cpt_embed.serve.app import create_app
 from cpt_embed.serve.errors import ApiError
@@ -213,6 +214,25 @@ def test_search_takes_a_mode(encoder, tmp_path):
         default = client.post("/v1/search", json={"query": "smtp send"})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "mode_unavailable"
     assert default.status_code == 200 and default.json()["data"][0]["name"] == "send_email"
+
+
+def test_search_explains_each_hit_when_asked(encoder, tmp_path):
+    repo = _two_functions(tmp_path)
+    build_index([repo], tmp_path / "idx", encoder, model_name="default")
+    searcher = Searcher(tmp_path / "idx", encoder, "default")
+    with TestClient(create_app(encoder, "default", searcher=searcher)) as client:
+        ask = lambda **body: client.post("/v1/search", json={"query": "decode json", **body})  # noqa: E731
+        explained = ask(k=2, explain=True).json()["data"]
+        plain = ask(k=2).json()["data"]
+        lexical = ask(k=1, explain=True, mode="lexical").json()["data"]
+    hits = searcher.search("decode json", k=2)
+    expected = [e.to_dict() for e in explain_hits(encoder, "decode json", hits)]
+    assert [hit.pop("explanation") for hit in explained] == expected
+    assert explained == plain  # the hits themselves unchanged
+    # a BM25 hit is explained by the model all the same
+    (bm25,) = searcher.search("decode json", k=1, mode="lexical")
+    (model,) = explain_hits(encoder, "decode json", [bm25])
+    assert lexical[0]["explanation"]["similarity"] == pytest.approx(model.similarity, abs=1e-6)
 
 
 @pytest.mark.parametrize(

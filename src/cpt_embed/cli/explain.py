@@ -24,15 +24,18 @@ from cpt_embed.errors import InputError, missing_path, reading
 from cpt_embed.model.explain import DEFAULT_STEPS
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.text import Text
 
     from cpt_embed.model.explain import Explanation, SideExplanation
+    from cpt_embed.search.explain import HitExplanation
 
 # Background colours from a faint to a full score: green raises the similarity, red lowers it.
 _GREEN = ((225, 250, 225), (40, 175, 40))
 _RED = ((252, 225, 225), (210, 50, 50))
 _FAINT = 0.05  # shares of the side's largest |score| left uncoloured
 _TOP = 5
+_SNIPPET_LINES = 8
 
 
 def read_argument(value: str, name: str) -> str:
@@ -141,14 +144,14 @@ def show(explanation: Explanation, model: str, layers: int) -> None:
     for name, side in (("query", explanation.query), ("document", explanation.document)):
         console.print()
         console.print(_header(name, side, explanation.similarity), soft_wrap=True)
-        body = _coloured(side)
+        body = coloured(side)
         if side.lines is None:
             console.print(body)
         else:
             for line, text in zip(side.lines, body.split("\n", allow_blank=True), strict=False):
                 gutter = (f"{line.number:>4} {line.score:+.4f} │ ", "dim")
                 console.print(Text.assemble(gutter, text), soft_wrap=True)
-        console.print(_top(side), soft_wrap=True)
+        console.print(top_words(side), soft_wrap=True)
     console.print()
     console.print(
         "green raises the similarity, red lowers it; full colour: a side's largest score",
@@ -179,7 +182,7 @@ def _colour(score: float, scale: float) -> str | None:
     return f"black on rgb({rgb[0]},{rgb[1]},{rgb[2]})"
 
 
-def _coloured(side: SideExplanation) -> Text:
+def coloured(side: SideExplanation) -> Text:
     """The side's text, each token's characters on its colour (control characters shown
     as escapes)."""
     from rich.text import Text
@@ -212,9 +215,33 @@ def _words(side: SideExplanation) -> list[tuple[float, str]]:
     return [(score, side.text[start:stop]) for score, start, stop in runs]
 
 
-def _top(side: SideExplanation) -> Text:
+def top_words(side: SideExplanation) -> Text:
     from rich.text import Text
 
     ranked = sorted(_words(side), key=lambda pair: -pair[0])[:_TOP]
     best = ", ".join(f"{for_terminal(w.strip(), one_line=True)!r} {s:+.4f}" for s, w in ranked)
     return Text(f"  most: {best}", style="dim")
+
+
+def show_hit(console: Console, explanation: HitExplanation) -> None:
+    """A search hit's explained snippet: the similarity, then `_SNIPPET_LINES` lines around
+    the line that carries most of it, numbered as in the file, each with its score and its
+    tokens coloured, then the hit's top words."""
+    from rich.text import Text
+
+    side = explanation.document
+    about = f"  similarity {explanation.similarity:+.4f}, file heading {explanation.heading:+.4f}"
+    cut = ", cut at max_length" if side.truncated else ""
+    console.print(Text(about + cut, style="dim"))
+    lines, body = side.lines or [], coloured(side).split("\n", allow_blank=True)
+    best = max(range(len(lines)), key=lambda i: lines[i].score, default=0)
+    first = max(0, min(best - 2, len(lines) - _SNIPPET_LINES))
+    if first:
+        console.print(Text(f"    ... {first} lines above", style="dim"))
+    for line, text in list(zip(lines, body, strict=False))[first : first + _SNIPPET_LINES]:
+        gutter = (f"  {line.number:>4} {line.score:+.4f} │ ", "dim")
+        console.print(Text.assemble(gutter, text), soft_wrap=True)
+    below = len(side.text.split("\n")) - first - _SNIPPET_LINES
+    if below > 0:
+        console.print(Text(f"    ... {below} more lines", style="dim"))
+    console.print(top_words(side), soft_wrap=True)

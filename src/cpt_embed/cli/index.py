@@ -179,13 +179,24 @@ def search(
             "dense: the vectors alone; lexical: BM25 alone."
         ),
     ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Colour each hit's lines and tokens by their share of its similarity to the "
+            "query (cpt explain; about 0.15 s a hit, the best 20 hits).",
+        ),
+    ] = False,
 ) -> None:
     """Search an index: ranked chunks with score, path:line and a highlighted snippet
-    (control characters of files shown as escapes, such as \\x1b)."""
+    (control characters of files shown as escapes, such as \\x1b); --explain shows which
+    lines and tokens of each hit carry its similarity."""
     import json as json_module
 
     from rich.text import Text
 
+    from cpt_embed.cli.explain import show_hit
+    from cpt_embed.search.explain import explain_hits
     from cpt_embed.search.query import Searcher, hits_to_dicts
     from cpt_embed.search.store import read_manifest
 
@@ -200,8 +211,9 @@ def search(
         hits = searcher.search(
             query, k, language=lang, path_glob=path_glob, mode=mode and mode.value
         )
+    explanations = explain_hits(searcher.encoder, query, hits) if explain else None
     if as_json:  # JSON escapes C0 controls; DEL and C1 ones too, for a terminal
-        text = json_module.dumps(hits_to_dicts(hits), ensure_ascii=False, indent=1)
+        text = json_module.dumps(hits_to_dicts(hits, explanations), ensure_ascii=False, indent=1)
         print(re.sub(r"[\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", text))
         return
     console = Console()
@@ -213,6 +225,9 @@ def search(
         title = f"{rank:>2}. {hit.score:.3f}  {for_terminal(hit.path, one_line=True)}{where}"
         label = f"  {for_terminal(hit.name, one_line=True)}" if hit.name else ""
         console.print(Text(title + label, style="bold"))
+        if explanations is not None and rank <= len(explanations):
+            show_hit(console, explanations[rank - 1])
+            continue
         lines = hit.text.splitlines()
         snippet = Text("\n".join("    " + for_terminal(line) for line in lines[:8]))
         if len(lines) > 8:

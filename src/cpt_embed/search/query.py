@@ -29,6 +29,7 @@ from cpt_embed.search.store import (
 
 if TYPE_CHECKING:  # torch loads with the model, after the inputs are checked
     from cpt_embed.model import Encoder
+    from cpt_embed.search.explain import HitExplanation
 
 # what `--lang` also takes for a language: the usual file extension
 _LANGUAGE_ALIASES = {
@@ -55,9 +56,15 @@ class Hit:
     text: str
 
 
-def hits_to_dicts(hits: Iterable[Hit]) -> list[dict[str, Any]]:
-    """Hits as plain dicts (for --json and the HTTP API): one key per field of Hit."""
-    return [asdict(hit) for hit in hits]
+def hits_to_dicts(
+    hits: Iterable[Hit], explanations: list[HitExplanation] | None = None
+) -> list[dict[str, Any]]:
+    """Hits as plain dicts (for --json and the HTTP API): one key per field of Hit, and
+    `explanation` (HitExplanation.to_dict) on the first hits, one per explanation given."""
+    out = [asdict(hit) for hit in hits]
+    for hit, explanation in zip(out, explanations or [], strict=False):
+        hit["explanation"] = explanation.to_dict()
+    return out
 
 
 MODES = ("hybrid", "dense", "lexical")

@@ -4,9 +4,10 @@ each of them answers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from cpt_embed.errors import InputError
 from cpt_embed.model import Encoder
+from cpt_embed.search.explain import explain_hits
 from cpt_embed.search.query import Searcher, hits_to_dicts
 from cpt_embed.serve.batcher import MicroBatcher, QueueFull
 from cpt_embed.serve.embedding import usage
@@ -44,6 +46,8 @@ class ServeState:
     batcher: MicroBatcher
     metrics: ServerMetrics
     searcher: Searcher | None = None
+    # explanations run one at a time, beside the batcher: each is a backward pass per hit
+    explaining: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class VectorsJSON(JSONResponse):
@@ -180,7 +184,12 @@ async def search(request: Request) -> JSONResponse:
     hits = state.searcher.search_vector(
         vector, body.k, language=body.lang, path_glob=body.path_glob, text=body.query, mode=mode
     )
-    return JSONResponse({"object": "list", "data": hits_to_dicts(hits), "model": state.model_name})
+    explanations = None
+    if body.explain:
+        async with state.explaining:
+            explanations = await asyncio.to_thread(explain_hits, state.encoder, body.query, hits)
+    data = hits_to_dicts(hits, explanations)
+    return JSONResponse({"object": "list", "data": data, "model": state.model_name})
 
 
 async def health(request: Request) -> Health:

@@ -79,6 +79,11 @@ class SearchRequest(BaseModel):
         description="hybrid: dense and BM25 fused (the default where the index has both); "
         "dense: the vectors alone; lexical: BM25 alone.",
     )
+    explain: bool = Field(
+        False,
+        description="The best 20 hits get `explanation`: each token's and line's share of "
+        "the model's similarity of query and hit (as `cpt search --explain --json`).",
+    )
 
 
 class Embedding(BaseModel):
