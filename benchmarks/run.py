@@ -4,7 +4,7 @@
     python benchmarks/run.py --only encode serve
     python benchmarks/run.py --quick --docs /tmp/bench   # smoke run, leaves docs/ alone
 
-Each module here (encode, train, search, serve) has `run(quick) -> dict` and
+Each module here (encode, encode_contended, train, search, serve) has `run(quick) -> dict` and
 `plot(result, path)`. For each, this writes `DOCS/benchmarks/NAME.json` (the raw rows) and
 `NAME.png`, and replaces the section between `<!-- bench:NAME:begin -->` and
 `<!-- bench:NAME:end -->` in `DOCS/benchmarks.md` with the table, the command, the date
@@ -27,7 +27,7 @@ from pathlib import Path
 from cpt_embed.atomic import atomic_file
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("encode", "train", "search", "serve")
+BENCHMARKS = ("encode", "encode_contended", "train", "search", "serve")
 
 
 def machine() -> str:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGETS = {"cpt --help": 0.3, "cpt embed": 4.0}  # seconds of wall time (issue 24)
+TARGETS = {"cpt --help": 0.3, "cpt embed": 3.0}  # seconds of wall time (issues 24, 26)
 PEER = "import sentence_transformers"
 BUSY = "import torch\nx = torch.randn(256, 256)\nwhile True:\n    x @ x"
 SENTENCE = "the quick brown fox jumps over the lazy dog by the river at dawn"

@@ -26,11 +26,14 @@ def file_sha256(path: Path) -> str:
     ctime): in this process, and for the next ones under $CPT_CACHE/checksums, so that a
     command does not read the default model's 90 MB again (0.06-0.2 s on 2 cores). Any
     change to the file, its metadata included, changes its ctime."""
+    return _remembered(str(path.resolve()), file_state(path))
+
+
+def file_state(path: Path) -> tuple[int, ...]:
+    """A file's device, inode, size, mtime and ctime: any change to it, its metadata
+    included, changes its ctime, so an equal state means the same content."""
     stat = path.stat()
-    return _remembered(
-        str(path.resolve()),
-        (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns),
-    )
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=64)

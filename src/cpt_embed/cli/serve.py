@@ -32,7 +32,7 @@ def serve(
         int, typer.Option(min=1, help="Tokens per micro-batch of concurrent requests.")
     ] = 16_384,
     max_wait_ms: Annotated[
-        float, typer.Option(min=0, help="How long a micro-batch waits to fill.")
+        float, typer.Option(min=0, help="How long a filling micro-batch waits for a request.")
     ] = 5.0,
     max_queue: Annotated[
         int, typer.Option(min=1, help="Texts waiting at most; beyond that requests get 503.")

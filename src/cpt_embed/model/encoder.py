@@ -41,7 +41,9 @@ from cpt_embed.model.pooling import pool, pool_row
 from cpt_embed.model.resolve import DEFAULT_MODEL, DEFAULT_MODEL_ID, resolve_model
 from cpt_embed.model.runtime.attention import RAGGED
 from cpt_embed.model.runtime.batching import InferenceRuntime
+from cpt_embed.model.runtime.copy import remember_weights
 from cpt_embed.model.runtime.devices import default_device, to_device, to_dtype
+from cpt_embed.model.runtime.imports import import_models
 from cpt_embed.model.st_format import (
     is_sentence_transformers_folder,
     read_sentence_transformers,
@@ -104,11 +106,12 @@ class Encoder(nn.Module):
         (pytorch_model.bin ...) is refused, since unpickling can run code, unless
         `trust_pickle` (default: $CPT_TRUST_PICKLE=1, set by `cpt --trust-pickle`).
         """
-        from transformers import AutoConfig
-
         folder = resolve_model(model)
         if not folder.is_dir():
             raise InputError(f"model {os.fspath(model)!r}: expected a folder, got a file")
+        import_models()
+        from transformers import AutoConfig
+
         with unreadable(folder, "its config.json"):
             backbone_config = AutoConfig.from_pretrained(folder)
         base_model = DEFAULT_MODEL_ID if os.fspath(model) == DEFAULT_MODEL else os.fspath(model)
@@ -137,8 +140,10 @@ class Encoder(nn.Module):
             setattr(config, key, value)
         config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
         backbone = read_backbone(backbone_dir, tokenizer, safetensors)
-        encoder = cls(backbone, tokenizer, config)
-        return encoder.to(device or default_device()).eval()
+        encoder = cls(backbone, tokenizer, config).to(device or default_device()).eval()
+        if safetensors:
+            remember_weights(backbone, backbone_dir.glob("*.safetensors"))
+        return encoder
 
     def save(self, path: str | os.PathLike, *, sentence_transformers: bool | None = None) -> Path:
         """Write the model folder atomically: backbone (safetensors), tokenizer, cpt_config.json.

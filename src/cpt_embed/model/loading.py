@@ -68,6 +68,9 @@ def read_tokenizer(folder: Path):
 def read_backbone(folder: Path, tokenizer, safetensors: bool) -> nn.Module:
     """The folder's Transformer without any task head, checked to embed every token of
     `tokenizer`."""
+    from cpt_embed.model.runtime.imports import import_modeling
+
+    import_modeling()
     from transformers import AutoModel
 
     with unreadable(folder, "its weights"), quiet_transformers():

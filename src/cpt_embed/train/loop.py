@@ -26,6 +26,7 @@ from cpt_embed.model.runtime.copy import mark_updated
 from cpt_embed.model.runtime.dropout import use_fast_dropout
 from cpt_embed.model.runtime.packed import enable_packed_training
 from cpt_embed.model.runtime.packing import use_training_linears
+from cpt_embed.model.runtime.threads import GOVERNOR
 from cpt_embed.train.batch import StepBatch, from_records, from_refs
 from cpt_embed.train.checkpoints import (
     load_checkpoint,
@@ -269,34 +270,42 @@ class Trainer:
         return self.output / "model"
 
     def _steps(self, loader: Prefetcher, log: IO[str], bar: tqdm, stop: _StopFlag) -> None:
-        """Steps to max_steps: each on the next prepared batch, logged, evaluated and
-        checkpointed on schedule."""
+        """Steps to max_steps: each on the next prepared batch (on CPU, on the cores other
+        processes leave free), logged, evaluated and checkpointed on schedule."""
+        with GOVERNOR.running() as threads:
+            on_cpu = self.encoder.device.type == "cpu"
+            self.meter.start()
+            while self.step < self.config.max_steps:
+                if stop.raised:
+                    raise KeyboardInterrupt
+                waited = time.perf_counter()
+                batch = next(loader)
+                self.meter.waited(time.perf_counter() - waited)
+                if on_cpu:
+                    threads()
+                self._step(batch, log, bar)
+
+    def _step(self, batch: StepBatch, log: IO[str], bar: tqdm) -> None:
+        """One step on `batch`, then its logging, evaluation and checkpoint when due."""
         config = self.config
-        self.meter.start()
-        while self.step < config.max_steps:
-            if stop.raised:
-                raise KeyboardInterrupt
-            waited = time.perf_counter()
-            batch = next(loader)
-            self.meter.waited(time.perf_counter() - waited)
-            row = self.run_step(batch)
-            self.meter.add(batch, config.batch_size, cached=self.caches(batch))
-            bar.update(1)
-            if self.step % config.log_every == 0 or self.step == config.max_steps:
-                values = self.meter.row(row, self.loss_fn, self.scheduler)  # waits for the device
-                bar.set_postfix(
-                    loss=f"{values['loss']:.4f}",
-                    pairs_s=f"{values['pairs_per_s']:.0f}",
-                    mfu=f"{values['mfu']:.1%}",
-                    refresh=False,
-                )
-                if self.rank == 0:
-                    log.write(json.dumps({"step": self.step, **values}) + "\n")
-                    log.flush()
-            if config.eval_every and self.step % config.eval_every == 0:
-                self._evaluate(log)
-            if self.step % config.save_every == 0 and self.step < config.max_steps:
-                self.save_checkpoint()
+        row = self.run_step(batch)
+        self.meter.add(batch, config.batch_size, cached=self.caches(batch))
+        bar.update(1)
+        if self.step % config.log_every == 0 or self.step == config.max_steps:
+            values = self.meter.row(row, self.loss_fn, self.scheduler)  # waits for the device
+            bar.set_postfix(
+                loss=f"{values['loss']:.4f}",
+                pairs_s=f"{values['pairs_per_s']:.0f}",
+                mfu=f"{values['mfu']:.1%}",
+                refresh=False,
+            )
+            if self.rank == 0:
+                log.write(json.dumps({"step": self.step, **values}) + "\n")
+                log.flush()
+        if config.eval_every and self.step % config.eval_every == 0:
+            self._evaluate(log)
+        if self.step % config.save_every == 0 and self.step < config.max_steps:
+            self.save_checkpoint()
 
     def caches(self, batch: StepBatch) -> bool:
         """Whether `batch` runs with gradient caching: where a side takes several chunks and

@@ -14,6 +14,7 @@ from cpt_embed.model.runtime.copy import mark_updated
 from cpt_embed.model.runtime.packing import (
     PackedLinear,
     TrainingLinear,
+    fuse_gelu,
     is_packed,
     pack_linears,
     plain_linears,
@@ -44,6 +45,49 @@ def test_packing_replaces_plain_linear_layers_only():
 
 
 needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+
+
+def _bert(hidden_act: str) -> nn.Module:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        hidden_act=hidden_act,
+    )
+    return BertModel(config).eval().requires_grad_(False)
+
+
+@needs_onednn
+def test_the_gelu_after_a_bert_feed_forward_product_is_folded_into_it():
+    model = _bert("gelu")
+    ids = torch.randint(0, 64, (3, 9), generator=torch.Generator().manual_seed(1))
+    exact = model(input_ids=ids).last_hidden_state
+    cast = copy.deepcopy(model).to(torch.bfloat16)
+    pack_linears(cast)
+    with torch.inference_mode():
+        unfused = cast(input_ids=ids).last_hidden_state.float()
+    assert fuse_gelu(cast) == 2
+    blocks = [m for m in cast.modules() if type(m).__name__ == "BertIntermediate"]
+    assert all(b.dense.gelu and isinstance(b.intermediate_act_fn, nn.Identity) for b in blocks)
+    with torch.inference_mode():
+        fused = cast(input_ids=ids).last_hidden_state.float()
+    # as close to float32 as the unfused copy is, or closer
+    assert (fused - exact).abs().max() <= (unfused - exact).abs().max() * 1.5
+    torch.testing.assert_close(fused, exact, atol=0.1, rtol=0.05)
+
+
+@needs_onednn
+def test_other_activations_and_unpacked_layers_are_not_folded():
+    tanh = _bert("gelu_new").to(torch.bfloat16)  # the tanh approximation: not oneDNN's erf GELU
+    pack_linears(tanh)
+    assert fuse_gelu(tanh) == 0
+    unpacked = _bert("gelu").to(torch.bfloat16)  # plain nn.Linear layers
+    assert fuse_gelu(unpacked) == 0
 
 
 def _training_pair(seed: int = 0) -> tuple[nn.Linear, nn.Linear]:

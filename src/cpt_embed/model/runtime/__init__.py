@@ -3,6 +3,7 @@ private torch and transformers APIs.
 
 attention.py: the CPU attention kernel and ragged rows; packing.py: linear layers on
 weights pre-packed for oneDNN; copy.py: the backbone cast once to the compute dtype;
+probes.py: the copy's probe results kept on disk; imports.py: transformers imported lean;
 compiler.py: the torch.compile'd backbone; devices.py: dtypes and devices; batching.py:
 length-sorted batches and the loop that runs them.
 """

@@ -16,6 +16,7 @@ from cpt_embed.model.runtime.compiler import InferenceCompiler
 from cpt_embed.model.runtime.copy import InferenceCopy
 from cpt_embed.model.runtime.devices import to_device
 from cpt_embed.model.runtime.packing import is_packed
+from cpt_embed.model.runtime.threads import GOVERNOR
 
 if TYPE_CHECKING:
     from cpt_embed.model.config import Side
@@ -66,6 +67,7 @@ class InferenceRuntime:
     def __init__(self) -> None:
         self.copy = InferenceCopy()
         self.compiler = InferenceCompiler()
+        GOVERNOR.free_cores()  # opens the first window: by the first batch it can decide
 
     def encode(
         self,
@@ -86,7 +88,8 @@ class InferenceRuntime:
         """float32 vectors (n, dim) of `sequences` (row i of sequences[i]) from `embed`, run
         on `backbone` (`model`'s) in float32, else on its cast copy; compiled where asked
         and the copy is not packed; as ragged rows where the copy takes them and padding
-        would be RAGGED_FROM_PADDING of a batch or more. `model` is in eval mode meanwhile
+        would be RAGGED_FROM_PADDING of a batch or more; on CPU each batch on the cores other
+        processes leave free (threads.py). `model` is in eval mode meanwhile
         and returned to its mode after; `max_batch_tokens` defaults to CPU_BATCH_TOKENS on
         CPU (no limit elsewhere)."""
         device = next(backbone.parameters()).device
@@ -109,8 +112,10 @@ class InferenceRuntime:
                 model.eval()
             out = np.empty((len(sequences), dim), dtype=np.float32)
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), GOVERNOR.running() as threads:
                     for rows in batches:
+                        if device.type == "cpu":
+                            threads()
                         chosen = [sequences[i] for i in rows]
                         if ragged and padding_share(chosen) >= RAGGED_FROM_PADDING:
                             batch = tokens.ragged(chosen, side)

@@ -11,17 +11,22 @@ and faster than torch.compile with frozen weights makes it (docs/benchmarks.md).
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from cpt_embed.model.runtime.attention import RAGGED, Ragged, use_cpu_attention
-from cpt_embed.model.runtime.packing import GENERATION, pack_linears, plain_linears
+from cpt_embed.model.runtime.packing import GENERATION, fuse_gelu, pack_linears, plain_linears
+from cpt_embed.model.runtime.probes import Probes, Weights, probe_key, read_probes, write_probes
 
 # How far (relative to the largest value) ragged hidden states may be from padded ones in
 # the probe: bfloat16 rounding in differently shaped products stays below it (BERT: 0.0),
 # a position off by one or a token attending to another sequence goes far beyond (0.3-1).
 _PROBE_TOLERANCE = 0.005
+# The attribute of a backbone that holds its `Weights` (remember_weights).
+WEIGHTS = "_cpt_weights_source"
 
 
 def weights_key(module: nn.Module) -> tuple:
@@ -38,6 +43,21 @@ def mark_updated(model: nn.Module) -> None:
     them (the cast inference copy, the compiled model, packed weights) is made again."""
     for module in model.modules():
         setattr(module, GENERATION, getattr(module, GENERATION, 0) + 1)
+
+
+def remember_weights(backbone: nn.Module, files: Iterable[str | os.PathLike]) -> None:
+    """Note that `backbone`'s weights, as they are now, are those read from `files`: until
+    they change, the probes of its inference copy are looked up by the files (probes.py)
+    instead of run again in every process."""
+    setattr(backbone, WEIGHTS, Weights.of(files, weights_key(backbone)))
+
+
+def _weights(backbone: nn.Module) -> Weights | None:
+    """The files `backbone`'s weights were read from, while they are unchanged since."""
+    weights = getattr(backbone, WEIGHTS, None)
+    if isinstance(weights, Weights) and weights.key == weights_key(backbone):
+        return weights
+    return None
 
 
 def _takes_ragged_rows(backbone: nn.Module) -> bool:
@@ -90,8 +110,7 @@ class InferenceCopy:
             cast = cast.to(dtype).eval().requires_grad_(False)
             ragged = False
             if next(cast.parameters()).device.type == "cpu":
-                ragged = use_cpu_attention(cast) and _takes_ragged_rows(cast)
-                pack_linears(cast)
+                ragged = _cpu_copy(backbone, cast, dtype)
             self._copy, self._key, self._ragged = cast, key, ragged
         return self._copy
 
@@ -99,3 +118,23 @@ class InferenceCopy:
         """True where `backbone` is the copy and it takes ragged rows of sequences
         (`DelimitedTokenizer.ragged`): its linear layers then never compute padding."""
         return backbone is self._copy and self._ragged
+
+
+def _cpu_copy(backbone: nn.Module, cast: nn.Module, dtype: torch.dtype) -> bool:
+    """Give the CPU copy `cast` of `backbone` the CPU attention and pre-packed linear
+    weights; True where it takes ragged rows. The probes run once per model, machine and
+    versions where the weights are a file's (probes.py), else every time."""
+    attention = use_cpu_attention(cast)
+    weights = _weights(backbone)
+    key = None if weights is None else probe_key(backbone, dtype, weights)
+    known = None if key is None else read_probes(key)
+    if known is not None:
+        pack_linears(cast, unpacked=known.unpacked)
+        fuse_gelu(cast)
+        return attention and known.ragged
+    ragged = attention and _takes_ragged_rows(cast)
+    unpacked = pack_linears(cast)
+    fuse_gelu(cast)
+    if key is not None:
+        write_probes(key, Probes(ragged, tuple(unpacked)))
+    return ragged
