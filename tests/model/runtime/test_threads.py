@@ -64,7 +64,8 @@ def test_quota_cpus_reads_cgroup_v2_and_v1(tmp_path, files, expected):
 
 class Machine:
     """A fake clock and /proc/stat: `run(seconds, others, ours)` advances the wall clock and
-    the CPU seconds other processes and this one used on the allowed cores."""
+    the CPU seconds other processes and this one used on the allowed cores; the governor's
+    windows end when the test calls its `sample()` (no sampling thread)."""
 
     def __init__(self, cpus: int = 2, quota: int | None = None) -> None:
         self.wall = self.busy = self.own = 0.0
@@ -76,13 +77,16 @@ class Machine:
         self.busy += (others + ours) * seconds
 
     def governor(self) -> ThreadGovernor:
-        return ThreadGovernor(
+        governor = ThreadGovernor(
             busy=lambda cpus: self.busy,
             wall=lambda: self.wall,
             own=lambda: self.own,
             cpus=lambda: self.cpus,
             quota=lambda: self.quota,
+            sampler=False,
         )
+        governor.sample()  # the first window starts
+        return governor
 
 
 @pytest.fixture
@@ -99,15 +103,20 @@ def test_a_busy_core_takes_a_thread_and_a_quiet_one_gives_it_back(two_threads):
     with governor.running() as step:
         assert step() == 2  # no window yet: the caller's count
         machine.run(0.5, others=0.7, ours=1.3)  # another process took 0.7 of a core
+        governor.sample()
         assert step() == 1 and torch.get_num_threads() == 1
         assert governor.others == pytest.approx(0.7)
-        machine.run(0.1, others=1.0, ours=1.0)
+        machine.run(MIN_WINDOW_S / 2, others=0.0, ours=1.0)
+        governor.sample()
         assert step() == 1  # a window shorter than MIN_WINDOW_S decides nothing
-        machine.run(MIN_WINDOW_S, others=0.1, ours=1.9)
+        machine.run(MIN_WINDOW_S, others=0.0, ours=1.0)
+        governor.sample()
         assert step() == 2 and torch.get_num_threads() == 2
         machine.run(0.5, others=0.45, ours=1.5)  # under half a core: not taken
+        governor.sample()
         assert step() == 2
         machine.run(0.5, others=1.6, ours=0.4)  # both cores busy elsewhere: one thread still
+        governor.sample()
         assert step() == 1
     assert torch.get_num_threads() == 2  # the caller's count is put back
 
@@ -115,55 +124,66 @@ def test_a_busy_core_takes_a_thread_and_a_quiet_one_gives_it_back(two_threads):
 def test_the_callers_count_and_the_quota_are_never_exceeded(two_threads):
     machine = Machine(cpus=8, quota=3)
     governor = machine.governor()
+    machine.run(0.5, others=0.0)
+    governor.sample()
     torch.set_num_threads(4)
     with governor.running() as step:
-        machine.run(0.5, others=0.0)
-        step()
-        machine.run(0.5, others=0.0)
         assert step() == 3  # 8 quiet cores, a quota of 3
     torch.set_num_threads(2)
     with governor.running() as step:
-        machine.run(0.5, others=0.0)
         assert step() == 2  # the caller asked for 2
     torch.set_num_threads(1)
+    machine.run(0.5, others=5.0)
+    governor.sample()
     with governor.running() as step:
-        machine.run(0.5, others=5.0)
-        assert step() == 1 and governor.others == 0.0  # one thread: nothing to decide
+        assert step() == 1  # one thread: nothing to decide
+    assert torch.get_num_threads() == 1
 
 
-def test_a_window_runs_from_one_piece_of_work_into_the_next(two_threads):
+def test_each_window_is_the_last_one_not_the_time_since_the_last_work(two_threads):
     machine = Machine()
     governor = machine.governor()
+    for _ in range(10):  # a minute of another program's work, sampled as it goes
+        machine.run(6, others=2.0)
+        governor.sample()
+    machine.run(0.15, others=0.0)  # it ended: the last window is quiet
+    governor.sample()
     with governor.running() as step:
-        step()
-        machine.run(0.5, others=1.0, ours=1.0)
-        assert step() == 1
-    assert torch.get_num_threads() == 2
-    machine.run(0.1, others=1.0)
-    with governor.running() as step:  # a server's next batch, 0.1 s later: as decided
-        assert step() == 1
-    machine.run(30, others=0.0)
-    with governor.running() as step:  # after a quiet pause: the pause is the window
         assert step() == 2
-    unreadable = ThreadGovernor(busy=lambda cpus: None)
+    unreadable = ThreadGovernor(busy=lambda cpus: None, sampler=False)
+    unreadable.sample()
+    unreadable.sample()
     with unreadable.running() as step:
         assert step() == 2 and unreadable.free_cores() is None
+
+
+def test_the_sampling_thread_starts_once_per_process(two_threads, monkeypatch):
+    started = []
+    monkeypatch.setattr(
+        "cpt_embed.model.runtime.threads.threading.Thread",
+        lambda **kwargs: started.append(kwargs) or type("T", (), {"start": lambda self: None})(),
+    )
+    governor = ThreadGovernor()
+    with governor.running():
+        pass
+    with governor.running():
+        pass
+    assert len(started) == 1 and started[0]["daemon"]
 
 
 def test_a_real_busy_process_is_seen_on_the_real_machine():
     if busy_seconds(allowed_cpus()) is None:
         pytest.skip("no /proc/stat here")
-    governor = ThreadGovernor()
+    governor = ThreadGovernor()  # its own sampling thread
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.3)
-        governor.free_cores()
-        time.sleep(1.0)
-        governor.free_cores()
+        with governor.running():
+            time.sleep(1.0)
+            seen = governor.others
     finally:
         hog.kill()
         hog.wait()
-    assert governor.others >= 0.5
+    assert seen >= 0.5
 
 
 def test_vectors_are_the_same_whichever_thread_count_runs_a_batch(tiny_bert, two_threads):

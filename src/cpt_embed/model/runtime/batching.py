@@ -67,7 +67,7 @@ class InferenceRuntime:
     def __init__(self) -> None:
         self.copy = InferenceCopy()
         self.compiler = InferenceCompiler()
-        GOVERNOR.free_cores()  # opens the first window: by the first batch it can decide
+        GOVERNOR.start_sampling()
 
     def encode(
         self,

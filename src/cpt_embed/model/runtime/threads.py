@@ -5,10 +5,10 @@ torch's OpenMP threads split every parallel region of a forward pass (about 150 
 evenly and wait for each other at its end. When another process holds one of the cores, the
 thread that shares that core runs only part of the time, and every region waits for it:
 with two threads on two cores and one core busy, encoding ran 20x slower, where one thread
-runs at about half the quiet speed. So before each batch the governor reads how much CPU
-time other processes took on this process's cores since it last looked (/proc/stat less
-this process's own time) and runs on the cores left: a core taken half the time or more
-counts as taken. It never goes above the thread count the caller set (torch's, or
+runs at about half the quiet speed. So the governor reads, every SAMPLE_PERIOD_S, how much
+CPU time other processes took on this process's cores (/proc/stat less this process's own
+time), and each batch runs on the cores they left in the last window: a core taken half
+the time or more counts as taken. It never goes above the thread count the caller set (torch's, or
 OMP_NUM_THREADS) and puts that back when the work ends. Where /proc/stat cannot be read it
 changes nothing.
 """
@@ -26,8 +26,11 @@ from pathlib import Path
 
 import torch
 
-# Shorter windows count too few clock ticks (10 ms each) to tell a busy core from a quiet one.
-MIN_WINDOW_S = 0.25
+# How often the governor looks: each window counts 10-20 clock ticks (10 ms each) of every
+# core, enough to tell a core busy half the time from a quiet one.
+SAMPLE_PERIOD_S = 0.15
+# A window shorter than this (two samples close together) decides nothing.
+MIN_WINDOW_S = 0.1
 PROC_STAT = Path("/proc/stat")
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CGROUP = Path("/sys/fs/cgroup")
@@ -83,8 +86,11 @@ class _Sample:
 
 
 class ThreadGovernor:
-    """Picks the thread count of each batch from the cores other processes leave free
-    (module docstring); `running()` wraps a piece of work, `step()` goes before each batch."""
+    """Picks the thread count of each batch from the cores other processes left free in the
+    last window (module docstring). A daemon thread samples every SAMPLE_PERIOD_S from the
+    first piece of work on, so that a window never spans a pause (another program's burst
+    before this one's work, or an hour of a server's idling); `running()` wraps a piece of
+    work, `step()` goes before each batch."""
 
     def __init__(
         self,
@@ -93,45 +99,62 @@ class ThreadGovernor:
         own: Callable[[], float] = time.process_time,
         cpus: Callable[[], set[int]] = allowed_cpus,
         quota: Callable[[], int | None] = quota_cpus,
+        sampler: bool = True,
     ) -> None:
         self._busy, self._wall, self._own, self._cpus = busy, wall, own, cpus
         self._quota = quota()
         self._last: _Sample | None = None
         self._free: int | None = None  # cores left in the last window
         self._lock = threading.Lock()
+        self._sampler = sampler
+        self._sampling_pid: int | None = None  # a forked child samples afresh
         self.others = 0.0  # cores other processes used in the last window
 
-    def _sample(self, cpus: set[int]) -> _Sample | None:
-        busy = self._busy(cpus)
-        return None if busy is None else _Sample(self._wall(), busy, self._own())
-
-    def free_cores(self) -> int | None:
-        """Cores left for this process after the last window of at least MIN_WINDOW_S
-        (None when no such window has ended since the last call)."""
+    def sample(self) -> None:
+        """End the window (unless shorter than MIN_WINDOW_S) and start the next: the cores
+        other processes used during it, and those left for this one."""
         with self._lock:
             last = self._last
             if last is not None and self._wall() - last.wall < MIN_WINDOW_S:
-                return None
+                return
             cpus = self._cpus()
-            now = self._sample(cpus)
-            if now is None:
-                return None
-            self._last = now
+            busy = self._busy(cpus)
+            if busy is None:
+                return
+            now = self._last = _Sample(self._wall(), busy, self._own())
             if last is None:
-                return None
+                return
             span = now.wall - last.wall
             self.others = max(0.0, (now.busy - last.busy - (now.own - last.own)) / span)
-        free = len(cpus) - math.floor(self.others + 0.5)
-        return max(1, free if self._quota is None else min(free, self._quota))
+            free = max(1, len(cpus) - math.floor(self.others + 0.5))
+            self._free = free if self._quota is None else min(free, self._quota)
+
+    def free_cores(self) -> int | None:
+        """Cores left for this process in the last window (None before one has ended)."""
+        return self._free
+
+    def start_sampling(self) -> None:
+        """Start the sampling thread in this process, if not yet (a model's load calls it,
+        so that a window has ended by its first batch)."""
+        if not self._sampler or self._sampling_pid == os.getpid():
+            return
+        self._sampling_pid = os.getpid()
+        self._last = self._free = None
+        self.sample()
+        threading.Thread(target=self._sample_forever, name="cpt-threads", daemon=True).start()
+
+    def _sample_forever(self) -> None:
+        pid = os.getpid()
+        while self._sampling_pid == pid:
+            time.sleep(SAMPLE_PERIOD_S)
+            self.sample()
 
     def step(self, cap: int) -> int:
         """The threads for the next batch, at most `cap`, set in torch (for this thread)."""
         if cap <= 1:
             return cap
-        free = self.free_cores()
-        if free is not None:
-            self._free = free
-        threads = cap if self._free is None else min(cap, self._free)
+        free = self._free
+        threads = cap if free is None else min(cap, free)
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return threads
@@ -140,6 +163,7 @@ class ThreadGovernor:
     def running(self) -> Iterator[Callable[[], int]]:
         """A piece of work (one `encode`, a training run): yields the function to call
         before each batch; torch's thread count, the cap, is put back after."""
+        self.start_sampling()
         cap = torch.get_num_threads()
         try:
             yield lambda: self.step(cap)
@@ -148,6 +172,5 @@ class ThreadGovernor:
                 torch.set_num_threads(cap)
 
 
-# One per process: a window runs from one piece of work into the next (a server's batches),
-# however long the pause between them.
+# One per process: its windows run on from one piece of work to the next (a server's batches).
 GOVERNOR = ThreadGovernor()
