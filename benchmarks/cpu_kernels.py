@@ -1,11 +1,12 @@
-"""The two kernels behind cpt-embed's CPU encode speed, against the ones sentence-transformers
+"""The kernels behind cpt-embed's CPU encode speed, against the ones sentence-transformers
 runs (torch's F.linear and scaled_dot_product_attention), at all-MiniLM-L6-v2's shapes.
 
     python benchmarks/cpu_kernels.py [--threads 2] [--repeats 20]
 
 Prints a Markdown table: GFLOP/s of F.linear vs PackedLinear (weights pre-packed for oneDNN)
-in bfloat16, of SDPA vs cpt-embed's cpu_attention in bfloat16, and of torch._int_mm (int8,
-not used: it fails the 0.999 cosine guard, docs/benchmarks.md) for scale.
+in bfloat16, of F.linear then F.gelu vs PackedLinear with the GELU folded in, of SDPA vs
+cpt-embed's cpu_attention in bfloat16, and of torch._int_mm (int8, not used: it fails the
+0.999 cosine guard, docs/benchmarks.md) for scale.
 """
 
 from __future__ import annotations
@@ -50,6 +51,26 @@ def linear_rows(repeats: int) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return F.gelu(F.linear(x, weight, bias))
+
+
+def gelu_rows(repeats: int) -> list[tuple[str, float, float]]:
+    """The feed-forward product and its GELU: F.linear then F.gelu (sentence-transformers)
+    against PackedLinear with the GELU folded in (fuse_gelu), FLOPs of the product alone."""
+    rows = []
+    for tokens in (1024, 4096):
+        layer = nn.Linear(HIDDEN, FFN).to(torch.bfloat16).requires_grad_(False)
+        fused = PackedLinear(layer)
+        fused.gelu = True
+        x = torch.randn(tokens, HIDDEN, dtype=torch.bfloat16)
+        flops = 2 * tokens * HIDDEN * FFN
+        peer = rate(flops, repeats, _linear_gelu, x, layer.weight, layer.bias)
+        ours = rate(flops, repeats, fused, x)
+        rows.append((f"linear + GELU {tokens} x {HIDDEN} -> {FFN}", peer, ours))
+    return rows
+
+
 def attention_rows(repeats: int) -> list[tuple[str, float, float]]:
     rows = []
     for batch, tokens in ((128, 32), (64, 64), (16, 256), (8, 512)):
@@ -81,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with torch.inference_mode():
-        rows = linear_rows(args.repeats) + attention_rows(args.repeats)
+        rows = linear_rows(args.repeats) + gelu_rows(args.repeats) + attention_rows(args.repeats)
         extra = int8_row(args.repeats)
     print(f"bfloat16, {args.threads} threads, GFLOP/s (median of {args.repeats})\n")
     print("| shape | torch (sentence-transformers) | cpt-embed | ours / torch |")

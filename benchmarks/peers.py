@@ -56,10 +56,18 @@ Encode = Callable[[list[str]], np.ndarray]
 Loaders = dict[str, Callable[[int], Encode]]
 
 
+# Every setting is timed on a settled machine: the setting before it ran in another process
+# to the last moment, and cpt-embed's thread governor would count that work as another
+# program's for its first 0.15 s window (src/cpt_embed/model/runtime/threads.py).
+SETTLE_S = 0.5
+
+
 def timed(encode: Encode, texts: list[str], runs: int) -> tuple[list[float], np.ndarray]:
-    """Seconds of `runs` calls after a warm-up call on a few texts, and the output; the one
-    timing routine of the benchmark's own process and of the workers."""
+    """Seconds of `runs` calls after a warm-up call on a few texts and a pause of SETTLE_S,
+    and the output; the one timing routine of the benchmark's own process and of the
+    workers."""
     encode(texts[:WARM_UP_TEXTS])
+    time.sleep(SETTLE_S)
     times, out = [], None
     for _ in range(runs):
         start = time.perf_counter()
