@@ -35,8 +35,9 @@ def test_a_hit_is_explained_as_embedded_and_shown_over_its_own_text(index, encod
     for hit, got in zip(hits, explained, strict=True):
         chunk = Chunk(hit.path, hit.language, hit.start_line, hit.end_line, hit.text, hit.name)
         whole = encoder.explain(QUERY, chunk.embed_text)
-        # the similarity is the dense score: the cosine with the stored vector
-        assert got.similarity == pytest.approx(hit.score, abs=2e-3)
+        # the similarity is the dense score, the cosine with the stored vector, up to bfloat16
+        # (explain runs under autocast, encode on the cast copy with its GELU fused)
+        assert got.similarity == pytest.approx(hit.score, abs=5e-3)
         assert got.similarity == pytest.approx(whole.similarity, abs=1e-6)
         assert got.document.scores == pytest.approx(whole.document.scores, abs=1e-6)
         assert got.query.scores == pytest.approx(whole.query.scores, abs=1e-6)
