@@ -42,7 +42,7 @@ def linear_rows(repeats: int) -> list[tuple[str, float, float]]:
     for tokens in (1024, 4096):
         for fan_in, fan_out in ((HIDDEN, HIDDEN), (HIDDEN, FFN), (FFN, HIDDEN)):
             layer = nn.Linear(fan_in, fan_out).to(torch.bfloat16).requires_grad_(False)
-            packed = PackedLinear(layer)
+            packed = PackedLinear.of(layer)
             x = torch.randn(tokens, fan_in, dtype=torch.bfloat16)
             flops = 2 * tokens * fan_in * fan_out
             peer = rate(flops, repeats, F.linear, x, layer.weight, layer.bias)
@@ -61,7 +61,7 @@ def gelu_rows(repeats: int) -> list[tuple[str, float, float]]:
     rows = []
     for tokens in (1024, 4096):
         layer = nn.Linear(HIDDEN, FFN).to(torch.bfloat16).requires_grad_(False)
-        fused = PackedLinear(layer)
+        fused = PackedLinear.of(layer)
         fused.gelu = True
         x = torch.randn(tokens, HIDDEN, dtype=torch.bfloat16)
         flops = 2 * tokens * HIDDEN * FFN

@@ -5,7 +5,9 @@
 Times in fresh processes: `cpt --help`; an error (`cpt embed` of a missing file); `cpt embed`
 of a file of `--lines` short texts into a .npy with the default model; and, as the peer
 reference, `python -c "import sentence_transformers"`, which loads torch and transformers as
-any embedding command must. Every command runs once per round, the rounds interleaved, so
+any embedding command must. Also the model's load alone, timed inside a fresh process once
+torch is imported: `Encoder.load("default")` against sentence-transformers loading the same
+folder. Every command runs once per round, the rounds interleaved, so
 that a machine busy with other work slows them alike; the table gives the best and the
 median of `--repeats` rounds and each best's ratio to the peer's. The embed runs share a
 fresh $CPT_CACHE: the first fills it and is reported apart ("first run"). `--busy N` keeps N
@@ -26,10 +28,21 @@ import tempfile
 import time
 from pathlib import Path
 
-TARGETS = {"cpt --help": 0.3, "cpt embed": 3.0}  # seconds of wall time (issues 24, 26)
+# seconds of wall time (issues 24, 26)
+TARGETS = {"cpt --help": 0.3, "cpt embed": 3.0, "Encoder.load": 1.0}
 PEER = "import sentence_transformers"
 BUSY = "import torch\nx = torch.randn(256, 256)\nwhile True:\n    x @ x"
 SENTENCE = "the quick brown fox jumps over the lazy dog by the river at dawn"
+# The model's load in a fresh process after `import torch`: (set-up, the timed code), whose
+# seconds the process prints. Both load transformers on the way.
+LOADS = {
+    "Encoder.load": ("from cpt_embed.model import Encoder", "Encoder.load('default')"),
+    "SentenceTransformer(the same folder)": (
+        "from cpt_embed.model.resolve import resolve_model\nfolder = str(resolve_model('default'))",
+        "from sentence_transformers import SentenceTransformer\n"
+        "SentenceTransformer(folder, device='cpu')",
+    ),
+}
 
 
 def cpt_command() -> list[str]:
@@ -72,6 +85,24 @@ def commands(folder: Path, lines: int) -> dict[str, tuple[list[str], int]]:
     }
 
 
+def load_seconds(setup: str, code: str, env: dict[str, str]) -> float:
+    """Seconds `code` takes in a fresh process once torch is imported and `setup` ran."""
+    script = "\n".join(
+        [
+            "import os, time, torch",
+            setup,
+            "t = time.perf_counter()",
+            code,
+            "print(time.perf_counter() - t, flush=True)",
+            "os._exit(0)",
+        ]
+    )
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{code} failed:\n{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
+
+
 @contextlib.contextmanager
 def busy(processes: int):
     """`processes` processes busy with torch matrix products meanwhile."""
@@ -96,10 +127,12 @@ def main() -> None:
         runs = commands(folder, args.lines)
         argv, expect = runs["cpt embed"]
         first = timed(argv, env, expect)
-        seconds: dict[str, list[float]] = {name: [] for name in runs}
+        seconds: dict[str, list[float]] = {name: [] for name in [*runs, *LOADS]}
         for _ in range(args.repeats):
             for name, (argv, expect) in runs.items():
                 seconds[name].append(timed(argv, env, expect))
+            for name, (setup, code) in LOADS.items():
+                seconds[name].append(load_seconds(setup, code, env))
     peer = min(seconds[PEER])
     print(
         f"{os.cpu_count()} CPUs, {args.busy} busy processes, load average "
@@ -110,8 +143,11 @@ def main() -> None:
     for name, values in seconds.items():
         target = f"<= {TARGETS[name]} s" if name in TARGETS else ""
         best, median = min(values), statistics.median(values)
-        print(f"| `{name}` | {best:.2f} | {median:.2f} | {best / peer:.2f}x | {target} |")
+        ratio = f"{best / peer:.2f}x" if name in runs else ""
+        print(f"| `{name}` | {best:.2f} | {median:.2f} | {ratio} | {target} |")
     print(f"| `cpt embed`, first run (empty $CPT_CACHE) | {first:.2f} | | {first / peer:.2f}x | |")
+    load, st_load = (min(seconds[name]) for name in LOADS)
+    print(f"\nthe model's load after `import torch`: {load / st_load:.2f}x sentence-transformers'")
 
 
 if __name__ == "__main__":

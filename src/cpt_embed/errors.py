@@ -42,3 +42,15 @@ def reading(path: str | os.PathLike) -> Iterator[None]:
         ) from None
     except OSError as err:
         raise InputError(f"{os.fspath(path)}: cannot read ({err.strerror or err})") from None
+
+
+@contextmanager
+def unreadable(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn a failure to parse a model's files into one line naming the folder."""
+    try:
+        yield
+    except Exception as err:  # transformers, tokenizers and safetensors raise many kinds
+        raise InputError(
+            f"{os.fspath(folder)}: cannot read {what} ({first_line(err)[:200]}); re-save or "
+            "reinstall the model"
+        ) from err

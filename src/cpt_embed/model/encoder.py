@@ -27,8 +27,11 @@ from cpt_embed.model.config import (
     Side,
 )
 from cpt_embed.model.explain import DEFAULT_STEPS, Explanation, explain_pair
+from cpt_embed.model.lazy import Deferred, LazyModules
 from cpt_embed.model.loading import (
     TRUST_PICKLE_ENV,
+    check_vocabulary,
+    cpu_copy,
     is_causal_lm,
     model_limit,
     quiet_transformers,
@@ -71,14 +74,19 @@ class Encoder(nn.Module):
     `tokens.encode`) and keeps the graph, for training.
     """
 
-    def __init__(self, backbone: nn.Module, tokenizer, config: EncoderConfig) -> None:
+    def __init__(self, backbone: nn.Module | Deferred, tokenizer, config: EncoderConfig) -> None:
         super().__init__()
-        self.backbone = backbone
+        if isinstance(backbone, Deferred):  # loaded on first use (lazy.py)
+            self._modules = LazyModules(backbone)
+            shape = backbone.fast
+        else:
+            self.backbone = shape = backbone
         self.tokenizer = tokenizer
         self.config = config
         self.tokens = DelimitedTokenizer(tokenizer, config)
-        params = inspect.signature(backbone.forward).parameters
-        embeddings = getattr(backbone, "embeddings", None)
+        # the deferred copy is called as the backbone is, so both answer these alike
+        params = inspect.signature(shape.forward).parameters
+        embeddings = getattr(shape, "embeddings", None)
         # Positions must follow the real tokens under left padding, unless the model already
         # derives them from the input ids (RoBERTa-style embeddings have a padding_idx).
         self._explicit_positions = (
@@ -139,10 +147,23 @@ class Encoder(nn.Module):
                 raise TypeError(f"unknown Encoder setting {key!r}")
             setattr(config, key, value)
         config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
-        backbone = read_backbone(backbone_dir, tokenizer, safetensors)
-        encoder = cls(backbone, tokenizer, config).to(device or default_device()).eval()
+
+        def backbone() -> nn.Module:
+            loaded = read_backbone(backbone_dir, tokenizer, safetensors)
+            if safetensors:
+                remember_weights(loaded, backbone_dir.glob("*.safetensors"))
+            return loaded
+
+        fast = cpu_copy(backbone_dir, device) if safetensors else None
+        if fast is not None:
+            check_vocabulary(backbone_dir, tokenizer, fast.vocab_size)
+            encoder = cls(Deferred(backbone, fast), tokenizer, config)
+            encoder.training = False
+            return encoder
+        model = read_backbone(backbone_dir, tokenizer, safetensors)
+        encoder = cls(model, tokenizer, config).to(device or default_device()).eval()
         if safetensors:
-            remember_weights(backbone, backbone_dir.glob("*.safetensors"))
+            remember_weights(model, backbone_dir.glob("*.safetensors"))
         return encoder
 
     def save(self, path: str | os.PathLike, *, sentence_transformers: bool | None = None) -> Path:
@@ -167,12 +188,22 @@ class Encoder(nn.Module):
     @property
     def dim(self) -> int:
         """Embedding dimension."""
+        fast = self._fast()
+        if fast is not None:
+            return int(fast.hidden_size)
         return int(self.backbone.config.hidden_size)
 
     @property
     def device(self) -> torch.device:
         """Device of the backbone's weights."""
+        if self._fast() is not None:
+            return torch.device("cpu")
         return next(self.backbone.parameters()).device
+
+    def _fast(self) -> nn.Module | None:
+        """The CPU copy Encoder.load made without loading the backbone, until it loads."""
+        modules = self._modules
+        return modules.fast if isinstance(modules, LazyModules) else None
 
     def tokenize(self, texts: Sequence[str], side: Side = "query") -> dict[str, torch.Tensor]:
         """A padded batch for `forward`, on the model's device."""
@@ -239,19 +270,34 @@ class Encoder(nn.Module):
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
         sequences = self.tokens.encode(texts, side)
-        return self._runtime.encode(
-            self,
-            self.backbone,
-            self._embed,
-            self.tokens,
+        return self._encode_sequences(
             sequences,
             side,
-            dim=self.dim,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,
             dtype=compute,
             compile=compile,
             show_progress=show_progress,
+        )
+
+    def _encode_sequences(
+        self, sequences: list[list[int]], side: Side, *, dtype: torch.dtype, **settings: Any
+    ) -> np.ndarray:
+        """`encode` of token sequences from `tokens.encode` (serve/embedding.py sends ids):
+        on the copy Encoder.load made where it computes `dtype`, else on the backbone's."""
+        fast = self._fast()
+        prepared = fast is not None and fast.dtype == dtype
+        return self._runtime.encode(
+            self,
+            fast if prepared else self.backbone,
+            self._embed,
+            self.tokens,
+            sequences,
+            side,
+            dim=self.dim,
+            dtype=dtype,
+            prepared=prepared,
+            **settings,
         )
 
     def explain(

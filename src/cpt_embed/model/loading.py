@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cpt_embed.errors import InputError, first_line
+from cpt_embed.errors import InputError, unreadable
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 # Set to 1 (by `cpt --trust-pickle`) to let `Encoder.load` read pickled weights.
@@ -75,13 +76,32 @@ def read_backbone(folder: Path, tokenizer, safetensors: bool) -> nn.Module:
 
     with unreadable(folder, "its weights"), quiet_transformers():
         backbone = AutoModel.from_pretrained(folder, use_safetensors=safetensors)
-    rows = backbone.get_input_embeddings().num_embeddings
+    check_vocabulary(folder, tokenizer, backbone.get_input_embeddings().num_embeddings)
+    return backbone
+
+
+def check_vocabulary(folder: Path, tokenizer, rows: int) -> None:
+    """Refuse a model whose embeddings have fewer rows than its tokenizer has tokens."""
     if len(tokenizer) > rows:
         raise InputError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the model "
             f"embeds only {rows}; the tokenizer files belong to another model"
         )
-    return backbone
+
+
+def cpu_copy(folder: Path, device: str | torch.device | None) -> nn.Module | None:
+    """`encode`'s bfloat16 copy of the folder's model made from its weights file alone, where
+    the model runs on this CPU in bfloat16 and is a BERT that runtime/bert.py computes (the
+    backbone then loads on first use, lazy.py); else None."""
+    import torch
+
+    from cpt_embed.model.runtime.bert import CpuBert
+    from cpt_embed.model.runtime.devices import default_device, to_dtype
+
+    target = torch.device(device) if device is not None else default_device()
+    if target.type != "cpu" or to_dtype("auto", target) != torch.bfloat16:
+        return None
+    return CpuBert.load(folder, torch.bfloat16)
 
 
 @contextlib.contextmanager
@@ -99,15 +119,3 @@ def quiet_transformers() -> Iterator[None]:
         logging.set_verbosity(level)
         if bar:
             logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def unreadable(folder: Path, what: str) -> Iterator[None]:
-    """Turn a failure to parse a model's files into one line naming the folder."""
-    try:
-        yield
-    except Exception as err:  # transformers, tokenizers and safetensors raise many kinds
-        raise InputError(
-            f"{folder}: cannot read {what} ({first_line(err)[:200]}); re-save or reinstall "
-            "the model"
-        ) from err

@@ -32,16 +32,11 @@ def id_sequences(encoder: Encoder, ids: list[list[int]], side: str) -> list[list
 def embed_ids(encoder: Encoder, ids: list[list[int]], side: str) -> np.ndarray:
     """float32 vectors of token id inputs, computed as `Encoder.encode` computes a text's
     (same runtime, dtype and batching) from the sequences of `id_sequences`. The Encoder has
-    no public entry for token sequences, so this calls the runtime `encode` hands its
+    no public entry for token sequences, so this calls the private one `encode` hands its
     sequences to."""
-    return encoder._runtime.encode(
-        encoder,
-        encoder.backbone,
-        encoder._embed,
-        encoder.tokens,
+    return encoder._encode_sequences(
         id_sequences(encoder, ids, side),
         side,
-        dim=encoder.dim,
         batch_size=128,
         max_batch_tokens=None,
         dtype=to_dtype("auto", encoder.device),

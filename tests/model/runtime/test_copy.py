@@ -50,8 +50,8 @@ def test_the_copy_follows_a_fused_adamw_step_marked_updated(tiny_bert_no_dropout
     used after it (periodic evaluation during training scored the weights of its first
     evaluation) unless the step is reported with mark_updated, as the Trainer does."""
     encoder = Encoder.load(tiny_bert_no_dropout)
+    optimiser = torch.optim.AdamW(encoder.parameters(), lr=0.05, fused=True)  # loads it
     before = encoder.encode(TEXTS, dtype="bf16")
-    optimiser = torch.optim.AdamW(encoder.parameters(), lr=0.05, fused=True)
     encoder.train()
     encoder(encoder.tokenize(TEXTS)).sum().backward()
     optimiser.step()

@@ -20,6 +20,7 @@ import transformers.utils
 from cpt_embed import Encoder
 
 encoder = Encoder.load(sys.argv[1])
+encoder.backbone  # transformers' model, which Encoder.load leaves for first use (model/lazy.py)
 encoder.encode(["a text"], dtype="bf16")
 scipy_before = "scipy.optimize" in sys.modules
 deferred = sorted(

@@ -26,7 +26,7 @@ from cpt_embed.model.runtime.packing import (
 def test_packed_linear_equals_f_linear():
     linear = nn.Linear(24, 40).to(torch.bfloat16).requires_grad_(False)
     x = torch.randn(3, 5, 24, dtype=torch.bfloat16)
-    packed = PackedLinear(linear)
+    packed = PackedLinear.of(linear)
     exact = F.linear(x.float(), linear.weight.float(), linear.bias.float())
     for rows in (slice(None), slice(1, 4)):  # whole and a non-contiguous view
         torch.testing.assert_close(packed(x[:, rows]).float(), exact[:, rows], atol=2e-2, rtol=2e-2)

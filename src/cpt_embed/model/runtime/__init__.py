@@ -1,7 +1,8 @@
 """The fast inference runtime behind `Encoder.encode`, and the only place that touches
 private torch and transformers APIs.
 
-attention.py: the CPU attention kernel and ragged rows; packing.py: linear layers on
+attention.py: the CPU attention kernel and ragged rows; bert.py: a BERT's CPU copy made
+from its weights file alone; packing.py: linear layers on
 weights pre-packed for oneDNN; copy.py: the backbone cast once to the compute dtype;
 probes.py: the copy's probe results kept on disk; imports.py: transformers imported lean;
 compiler.py: the torch.compile'd backbone; devices.py: dtypes and devices; batching.py:

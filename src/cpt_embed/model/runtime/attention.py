@@ -184,14 +184,28 @@ def _ragged(
     width, head_dim) layout; returned as a ragged row again, (1, tokens, heads, head_dim)."""
 
     q, k, v = ragged.pad(query), ragged.pad(key), ragged.pad(value)
-    heads, width = q.shape[1], q.shape[2]
     mask = None if ragged.full else ragged.valid[:, None, None, :]
-    if heads * width * width <= _SCORES_PER_GROUP:
-        out = _grouped(q, k, v, mask, scaling)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling)
-        out = out.transpose(1, 2)
-    return ragged.unpad(out), None
+    return ragged.unpad(attend(q, k, v, mask, scaling)), None
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    ragged: Ragged | None = None,
+) -> torch.Tensor:
+    """cpu_attention's inference path for callers of their own (runtime/bert.py): inputs
+    (batch, heads, tokens, head_dim) and a boolean mask broadcast to the scores, or one
+    ragged row (1, heads, tokens, head_dim) and its `Ragged`; the output as
+    (batch, tokens, heads, head_dim). Groups that keep the scores in cache, SDPA past them."""
+    if ragged is not None:
+        return _ragged(query, key, value, ragged, scaling)[0]
+    if query.shape[1] * query.shape[2] * key.shape[2] <= _SCORES_PER_GROUP:
+        return _grouped(query, key, value, mask, scaling)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2)
 
 
 def use_cpu_attention(backbone: nn.Module) -> bool:

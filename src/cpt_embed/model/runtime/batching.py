@@ -84,6 +84,7 @@ class InferenceRuntime:
         dtype: torch.dtype,
         compile: bool,
         show_progress: bool,
+        prepared: bool = False,
     ) -> np.ndarray:
         """float32 vectors (n, dim) of `sequences` (row i of sequences[i]) from `embed`, run
         on `backbone` (`model`'s) in float32, else on its cast copy; compiled where asked
@@ -91,8 +92,9 @@ class InferenceRuntime:
         would be RAGGED_FROM_PADDING of a batch or more; on CPU each batch on the cores other
         processes leave free (threads.py). `model` is in eval mode meanwhile
         and returned to its mode after; `max_batch_tokens` defaults to CPU_BATCH_TOKENS on
-        CPU (no limit elsewhere)."""
-        device = next(backbone.parameters()).device
+        CPU (no limit elsewhere). `prepared`: `backbone` is already the CPU copy to run, one
+        that takes ragged rows (runtime/bert.py)."""
+        device = torch.device("cpu") if prepared else next(backbone.parameters()).device
         if max_batch_tokens is None and device.type == "cpu":
             max_batch_tokens = CPU_BATCH_TOKENS
         batches = length_batches([len(s) for s in sequences], batch_size, max_batch_tokens)
@@ -101,12 +103,14 @@ class InferenceRuntime:
             total=len(sequences), disable=not show_progress, unit="text", desc="embedding"
         ) as bar:
             # once per call: checking the weights for changes is not per-batch work
-            module = self.copy.backbone(backbone, dtype)
+            module = backbone if prepared else self.copy.backbone(backbone, dtype)
             # a pre-packed CPU copy runs faster in eager mode than compiled (docs/benchmarks.md)
             compiled = self.compiler.module(module) if compile and not is_packed(module) else None
-            ragged = compiled is None and self.copy.ragged(module)
+            ragged = compiled is None and (prepared or self.copy.ragged(module))
             # the copy is always in eval mode; switching the backbone's ~100 modules costs 0.5 ms
-            switch = module is backbone and any(m.training for m in model.modules())
+            switch = (
+                module is backbone and not prepared and any(m.training for m in model.modules())
+            )
             was_training = model.training
             if switch:
                 model.eval()
