@@ -53,7 +53,10 @@ ARMS = {
     "raw + hard negatives": ("raw-negatives", "negatives", None),
     "filtered + hard negatives": ("filtered-negatives", "negatives", None),
     "filtered + hard negatives + masking": ("filtered-negatives", "negatives", 0.1),
+    "loosely filtered (top 10)": ("filtered-top10", None, None),
+    "filtered by the raw-trained model": ("refiltered", None, None),
 }
+REFILTER_FROM = ("raw", 0)  # E5 and CoRNStack score their filter with a model trained on raw pairs
 
 
 def sample(mined: Path, out: Path, n_pairs: int, per_repo: int, seed: int) -> Path:
@@ -82,17 +85,31 @@ def sample(mined: Path, out: Path, n_pairs: int, per_repo: int, seed: int) -> Pa
 
 
 def curate(out: Path, args: argparse.Namespace) -> None:
-    """The filtered set and the hard negatives of the raw and filtered sets."""
+    """The filtered sets (top 2 and top 10) and the hard negatives of the raw and filtered
+    sets, all scored by the start model."""
     negatives = NegativeSettings(num=args.negatives, first_rank=args.first_rank, last_rank=100)
     curation = Curation(args.model, max_length=args.max_length, resume=True)
-    if not shards_complete(out / "filtered"):
-        report = filter_pairs(out / "raw", out / "filtered", curation)
-        print(f"filter: kept {report.kept:,}, dropped {report.dropped:,}")
+    for name, top_k in (("filtered", 2), ("filtered-top10", 10)):
+        if not shards_complete(out / name):
+            report = filter_pairs(out / "raw", out / name, curation, top_k=top_k)
+            print(f"filter top {top_k}: kept {report.kept:,}, dropped {report.dropped:,}")
     for name in ("raw", "filtered"):
         target = out / f"{name}-negatives"
         if not shards_complete(target):
             report = add_negatives(out / name, target, curation, settings=negatives)
             print(f"negatives of {name}: {report.kept:,} pairs kept, {report.dropped:,} dropped")
+
+
+def refilter(out: Path, args: argparse.Namespace) -> None:
+    """The raw pairs filtered (top 2) by the model trained on them (REFILTER_FROM), as E5
+    filters with a model trained on the noisy pairs first: the start model keeps the pairs
+    it already ranks first, which teach it least."""
+    if shards_complete(out / "refiltered"):
+        return
+    model = train_arm(out, *REFILTER_FROM, args)
+    curation = Curation(str(model), max_length=args.max_length, resume=True)
+    report = filter_pairs(out / "raw", out / "refiltered", curation)
+    print(f"filter by the trained model: kept {report.kept:,}, dropped {report.dropped:,}")
 
 
 def run_name(arm: str, seed: int) -> str:
@@ -184,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     start = scores(args.model, args, data_dir)
     runs = {}
     for arm in args.arms:  # each model evaluated as soon as it is trained
+        if ARMS[arm][0] == "refiltered":
+            refilter(out, args)
         for seed in args.seeds:
             model = train_arm(out, arm, seed, args)
             runs[run_name(arm, seed)] = scores(model, args, data_dir)
