@@ -149,6 +149,8 @@ class Encoder(nn.Module):
         config = EncoderConfig.from_dict(config.to_dict())  # re-validate the overrides
 
         def backbone() -> nn.Module:
+            # remembered before any move to a GPU: the files matter only to CPU copies'
+            # probes, and moving to the CPU it is on leaves the weights where they are
             loaded = read_backbone(backbone_dir, tokenizer, safetensors)
             if safetensors:
                 remember_weights(loaded, backbone_dir.glob("*.safetensors"))
@@ -160,11 +162,7 @@ class Encoder(nn.Module):
             encoder = cls(Deferred(backbone, fast), tokenizer, config)
             encoder.training = False
             return encoder
-        model = read_backbone(backbone_dir, tokenizer, safetensors)
-        encoder = cls(model, tokenizer, config).to(device or default_device()).eval()
-        if safetensors:
-            remember_weights(model, backbone_dir.glob("*.safetensors"))
-        return encoder
+        return cls(backbone(), tokenizer, config).to(device or default_device()).eval()
 
     def save(self, path: str | os.PathLike, *, sentence_transformers: bool | None = None) -> Path:
         """Write the model folder atomically: backbone (safetensors), tokenizer, cpt_config.json.

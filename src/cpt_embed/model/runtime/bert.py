@@ -27,17 +27,6 @@ from cpt_embed.model.runtime.attention import RAGGED, Ragged, attend
 from cpt_embed.model.runtime.packing import PackedLinear, probe_packed
 
 _BLOCK = "encoder.layer.{}."
-# What each block reads from the file (after the prefix above).
-_BLOCK_WEIGHTS = (
-    "attention.self.query",
-    "attention.self.key",
-    "attention.self.value",
-    "attention.output.dense",
-    "attention.output.LayerNorm",
-    "intermediate.dense",
-    "output.dense",
-    "output.LayerNorm",
-)
 _EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
 
 
@@ -188,5 +177,4 @@ class CpuBert(nn.Module):
 
 def _block_weights(weights: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
     prefix = _BLOCK.format(index)
-    wanted = tuple(prefix + name for name in _BLOCK_WEIGHTS)
-    return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(wanted)}
+    return {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
