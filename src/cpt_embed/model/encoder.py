@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpt_embed.atomic import atomic_dir
-from cpt_embed.errors import InputError
+from cpt_embed.errors import InputError, unreadable
 from cpt_embed.model.config import (
     CONFIG_NAME,
     NO_DELIMITERS,
@@ -37,7 +37,6 @@ from cpt_embed.model.loading import (
     quiet_transformers,
     read_backbone,
     read_tokenizer,
-    unreadable,
     use_safetensors,
 )
 from cpt_embed.model.pooling import pool, pool_row
@@ -47,6 +46,7 @@ from cpt_embed.model.runtime.batching import InferenceRuntime
 from cpt_embed.model.runtime.copy import remember_weights
 from cpt_embed.model.runtime.devices import default_device, to_device, to_dtype
 from cpt_embed.model.runtime.imports import import_models
+from cpt_embed.model.runtime.threads import GOVERNOR
 from cpt_embed.model.st_format import (
     is_sentence_transformers_folder,
     read_sentence_transformers,
@@ -161,8 +161,11 @@ class Encoder(nn.Module):
             check_vocabulary(backbone_dir, tokenizer, fast.vocab_size)
             encoder = cls(Deferred(backbone, fast), tokenizer, config)
             encoder.training = False
-            return encoder
-        return cls(backbone(), tokenizer, config).to(device or default_device()).eval()
+        else:
+            encoder = cls(backbone(), tokenizer, config).to(device or default_device()).eval()
+        if encoder.device.type == "cpu":  # a window of other processes' load by the first batch
+            GOVERNOR.start_sampling()
+        return encoder
 
     def save(self, path: str | os.PathLike, *, sentence_transformers: bool | None = None) -> Path:
         """Write the model folder atomically: backbone (safetensors), tokenizer, cpt_config.json.

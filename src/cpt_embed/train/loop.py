@@ -272,8 +272,7 @@ class Trainer:
     def _steps(self, loader: Prefetcher, log: IO[str], bar: tqdm, stop: _StopFlag) -> None:
         """Steps to max_steps: each on the next prepared batch (on CPU, on the cores other
         processes leave free), logged, evaluated and checkpointed on schedule."""
-        with GOVERNOR.running() as threads:
-            on_cpu = self.encoder.device.type == "cpu"
+        with GOVERNOR.running(self.encoder.device.type == "cpu") as threads:
             self.meter.start()
             while self.step < self.config.max_steps:
                 if stop.raised:
@@ -281,8 +280,7 @@ class Trainer:
                 waited = time.perf_counter()
                 batch = next(loader)
                 self.meter.waited(time.perf_counter() - waited)
-                if on_cpu:
-                    threads()
+                threads()
                 self._step(batch, log, bar)
 
     def _step(self, batch: StepBatch, log: IO[str], bar: tqdm) -> None:

@@ -157,6 +157,31 @@ def test_each_window_is_the_last_one_not_the_time_since_the_last_work(two_thread
         assert step() == 2 and unreadable.free_cores() is None
 
 
+def test_work_inside_work_keeps_the_outer_cap(two_threads):
+    machine = Machine()
+    governor = machine.governor()
+    with governor.running() as step:
+        machine.run(0.5, others=0.7, ours=1.3)
+        governor.sample()
+        assert step() == 1  # the training step's count under contention
+        machine.run(0.5, others=0.0, ours=2.0)
+        governor.sample()
+        with governor.running() as inner:  # an evaluation inside the run
+            assert inner() == 2  # the quiet cores again, not the last step's one
+        assert step() == 2
+    assert torch.get_num_threads() == 2
+
+
+def test_off_the_cpu_nothing_is_sampled_or_changed(two_threads, monkeypatch):
+    started = []
+    monkeypatch.setattr(ThreadGovernor, "start_sampling", lambda self: started.append(self))
+    governor = ThreadGovernor(sampler=False)
+    governor._free = 1  # a window that would take a thread on the CPU
+    with governor.running(on_cpu=False) as step:
+        assert step() == 2 and torch.get_num_threads() == 2
+    assert not started
+
+
 def test_the_sampling_thread_starts_once_per_process(two_threads, monkeypatch):
     started = []
     monkeypatch.setattr(

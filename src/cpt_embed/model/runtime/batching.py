@@ -67,7 +67,6 @@ class InferenceRuntime:
     def __init__(self) -> None:
         self.copy = InferenceCopy()
         self.compiler = InferenceCompiler()
-        GOVERNOR.start_sampling()
 
     def encode(
         self,
@@ -116,10 +115,9 @@ class InferenceRuntime:
                 model.eval()
             out = np.empty((len(sequences), dim), dtype=np.float32)
             try:
-                with torch.inference_mode(), GOVERNOR.running() as threads:
+                with torch.inference_mode(), GOVERNOR.running(device.type == "cpu") as threads:
                     for rows in batches:
-                        if device.type == "cpu":
-                            threads()
+                        threads()
                         chosen = [sequences[i] for i in rows]
                         if ragged and padding_share(chosen) >= RAGGED_FROM_PADDING:
                             batch = tokens.ragged(chosen, side)

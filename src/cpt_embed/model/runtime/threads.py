@@ -108,6 +108,7 @@ class ThreadGovernor:
         self._lock = threading.Lock()
         self._sampler = sampler
         self._sampling_pid: int | None = None  # a forked child samples afresh
+        self._work = threading.local()  # the cap of the piece of work a thread is in
         self.others = 0.0  # cores other processes used in the last window
 
     def sample(self) -> None:
@@ -134,8 +135,8 @@ class ThreadGovernor:
         return self._free
 
     def start_sampling(self) -> None:
-        """Start the sampling thread in this process, if not yet (a model's load calls it,
-        so that a window has ended by its first batch)."""
+        """Start the sampling thread in this process, if not yet (a CPU model's load calls
+        it, so that a window has ended by its first batch)."""
         if not self._sampler or self._sampling_pid == os.getpid():
             return
         self._sampling_pid = os.getpid()
@@ -160,16 +161,25 @@ class ThreadGovernor:
         return threads
 
     @contextmanager
-    def running(self) -> Iterator[Callable[[], int]]:
+    def running(self, on_cpu: bool = True) -> Iterator[Callable[[], int]]:
         """A piece of work (one `encode`, a training run): yields the function to call
-        before each batch; torch's thread count, the cap, is put back after."""
+        before each batch; torch's thread count, the cap, is put back after. Work inside
+        work (an evaluation during training) keeps the outer cap, not the count the outer
+        work's last batch was given. Off the CPU the function changes nothing."""
+        outer = getattr(self._work, "cap", None)
+        cap = torch.get_num_threads() if outer is None else outer
+        if not on_cpu:
+            yield lambda: cap
+            return
         self.start_sampling()
-        cap = torch.get_num_threads()
+        self._work.cap = cap
         try:
             yield lambda: self.step(cap)
         finally:
-            if torch.get_num_threads() != cap:
-                torch.set_num_threads(cap)
+            if outer is None:
+                del self._work.cap
+                if torch.get_num_threads() != cap:
+                    torch.set_num_threads(cap)
 
 
 # One per process: its windows run on from one piece of work to the next (a server's batches).
