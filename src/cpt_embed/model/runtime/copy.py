@@ -128,13 +128,9 @@ def _cpu_copy(backbone: nn.Module, cast: nn.Module, dtype: torch.dtype) -> bool:
     weights = _weights(backbone)
     key = None if weights is None else probe_key(backbone, dtype, weights)
     known = None if key is None else read_probes(key)
-    if known is not None:
-        pack_linears(cast, unpacked=known.unpacked)
-        fuse_gelu(cast)
-        return attention and known.ragged
-    ragged = attention and _takes_ragged_rows(cast)
-    unpacked = pack_linears(cast)
+    ragged = attention and (_takes_ragged_rows(cast) if known is None else known.ragged)
+    unpacked = pack_linears(cast, unpacked=None if known is None else known.unpacked)
     fuse_gelu(cast)
-    if key is not None:
+    if known is None and key is not None:
         write_probes(key, Probes(ragged, tuple(unpacked)))
     return ragged
