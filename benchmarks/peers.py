@@ -76,28 +76,36 @@ def timed(encode: Encode, texts: list[str], runs: int) -> tuple[list[float], np.
     return times, out
 
 
-def peer_python() -> Path:
-    """The python of the peers' venv, created on first use and again whenever the
-    requirements above change (they are recorded in the venv's .installed)."""
+def bench_venv(name: str, torch_spec: str, requirements: tuple[str, ...], what: str) -> Path:
+    """The python of the venv `name` for a peer whose pins must stay out of the project's
+    environment, created on first use and again whenever its requirements change (they are
+    recorded in the venv's .installed); torch's CPU build first, then the rest pinned to it."""
     from cpt_embed.paths import cache_root
 
-    venv = cache_root() / "bench" / "peers-venv"
+    venv = cache_root() / "bench" / name
     python = venv / "bin" / "python"
     marker = venv / ".installed"
-    wanted = "\n".join([VENV_TORCH, *VENV_REQUIREMENTS]) + "\n"
+    wanted = "\n".join([torch_spec, *requirements]) + "\n"
     if not marker.exists() or marker.read_text(encoding="utf-8") != wanted:
-        print(
-            f"creating {venv} for the ONNX, OpenVINO and fastembed peers (once: about 2 "
-            "minutes, 2 GB; optimum pins transformers < 4.58, so they get their own venv)",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"creating {venv} for {what}", file=sys.stderr, flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, VENV_TORCH], check=True)  # the CPU build first
-        subprocess.run([*pip, *VENV_REQUIREMENTS, VENV_TORCH], check=True)
+        subprocess.run([*pip, torch_spec], check=True)  # the CPU build first
+        subprocess.run([*pip, *requirements, torch_spec], check=True)
         marker.write_text(wanted, encoding="utf-8")
     return python
+
+
+def peer_python() -> Path:
+    """The python of the ONNX, OpenVINO and fastembed peers' venv (optimum pins
+    transformers < 4.58)."""
+    return bench_venv(
+        "peers-venv",
+        VENV_TORCH,
+        VENV_REQUIREMENTS,
+        "the ONNX, OpenVINO and fastembed peers (once: about 2 minutes, 2 GB; optimum pins "
+        "transformers < 4.58, so they get their own venv)",
+    )
 
 
 class VenvPeer:

@@ -34,6 +34,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 from encode import stsb_sentences
+from peers import bench_venv
 
 COMMAND = ".venv/bin/python benchmarks/serve.py"
 OURS = "cpt serve"
@@ -104,22 +105,14 @@ def start_ours(port: int) -> Server:
 
 
 def infinity_python() -> Path:
-    """The python of the venv for infinity-emb, created on first use (about 2 minutes,
-    1.5 GB): it pins transformers 4 and sentence-transformers 3, which must never enter the
-    project's environment."""
-    from cpt_embed.paths import cache_root
-
-    venv = cache_root() / "bench" / "infinity-venv"
-    python = venv / "bin" / "python"
-    marker = venv / f".installed-{INFINITY_VERSION}"
-    if not marker.exists():
-        print(f"creating {venv} for infinity-emb (once: about 2 minutes)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, INFINITY_VENV_TORCH], check=True)  # the CPU build first
-        subprocess.run([*pip, INFINITY_SPEC, INFINITY_VENV_TORCH], check=True)
-        marker.touch()
-    return python
+    """The python of the venv for infinity-emb: it pins transformers 4 and
+    sentence-transformers 3, which must never enter the project's environment."""
+    return bench_venv(
+        "infinity-venv",
+        INFINITY_VENV_TORCH,
+        (INFINITY_SPEC,),
+        "infinity-emb (once: about 2 minutes, 1.5 GB)",
+    )
 
 
 def start_infinity(port: int, label: str, model: str, logs: Path) -> Server:
