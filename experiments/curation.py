@@ -55,6 +55,13 @@ ARMS = {
     "filtered + hard negatives + masking": ("filtered-negatives", "negatives", 0.1),
     "loosely filtered (top 10)": ("filtered-top10", None, None),
     "filtered by the raw-trained model": ("refiltered", None, None),
+    "raw + 7 hard negatives": ("raw-negatives7", "negatives", None),
+}
+# hard-negative set -> (the pair set it is mined from, negatives per pair; None: --negatives)
+NEGATIVE_SETS = {
+    "raw-negatives": ("raw", None),
+    "filtered-negatives": ("filtered", None),
+    "raw-negatives7": ("raw", 7),
 }
 REFILTER_FROM = ("raw", 0)  # E5 and CoRNStack score their filter with a model trained on raw pairs
 
@@ -85,19 +92,22 @@ def sample(mined: Path, out: Path, n_pairs: int, per_repo: int, seed: int) -> Pa
 
 
 def curate(out: Path, args: argparse.Namespace) -> None:
-    """The filtered sets (top 2 and top 10) and the hard negatives of the raw and filtered
-    sets, all scored by the start model."""
-    negatives = NegativeSettings(num=args.negatives, first_rank=args.first_rank, last_rank=100)
+    """The filtered sets (top 2 and top 10) and the hard-negative sets the chosen arms train
+    on, all scored by the start model."""
     curation = Curation(args.model, max_length=args.max_length, resume=True)
     for name, top_k in (("filtered", 2), ("filtered-top10", 10)):
         if not shards_complete(out / name):
             report = filter_pairs(out / "raw", out / name, curation, top_k=top_k)
             print(f"filter top {top_k}: kept {report.kept:,}, dropped {report.dropped:,}")
-    for name in ("raw", "filtered"):
-        target = out / f"{name}-negatives"
-        if not shards_complete(target):
-            report = add_negatives(out / name, target, curation, settings=negatives)
-            print(f"negatives of {name}: {report.kept:,} pairs kept, {report.dropped:,} dropped")
+    for name in dict.fromkeys(ARMS[arm][0] for arm in args.arms):
+        if name not in NEGATIVE_SETS or shards_complete(out / name):
+            continue
+        source, num = NEGATIVE_SETS[name]
+        settings = NegativeSettings(
+            num=num or args.negatives, first_rank=args.first_rank, last_rank=100
+        )
+        report = add_negatives(out / source, out / name, curation, settings=settings)
+        print(f"{name}: {report.kept:,} pairs kept, {report.dropped:,} dropped")
 
 
 def refilter(out: Path, args: argparse.Namespace) -> None:
