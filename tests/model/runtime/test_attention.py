@@ -83,11 +83,17 @@ def test_models_not_on_sdpa_are_left_alone(tiny_bert):
     assert model.config._attn_implementation == "eager"
 
 
+@pytest.mark.parametrize("each", [False, True])
 @pytest.mark.parametrize("group", [1, 1 << 20])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_ragged_row_attends_within_each_sequence_as_sdpa_does_alone(monkeypatch, group, dtype):
-    # group 1: past the cache-sized group the re-padded sequences go to torch's SDPA
-    monkeypatch.setattr(attention, "_SCORES_PER_GROUP", group * 4 * 6 * 6)
+def test_a_ragged_row_attends_within_each_sequence_as_sdpa_does_alone(
+    monkeypatch, group, dtype, each
+):
+    # group 1: the re-padded sequences' scores (4 x 6 x 6) pass the cache-sized group and go
+    # to torch's SDPA; each: the sequences attend one at a time, unpadded (the longest, with
+    # group 1, through SDPA)
+    monkeypatch.setattr(attention, "_SCORES_PER_GROUP", group * 4 * 6 * 6 - 1)
+    monkeypatch.setattr(attention, "EACH_FROM_TOKENS", 1 if each else 1 << 30)
     lengths, total = [5, 1, 6, 3], 17  # two tokens past the last sequence, as buckets leave
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 4, total, 8, generator=generator, dtype=dtype) for _ in range(3))
@@ -106,7 +112,10 @@ def test_a_ragged_row_attends_within_each_sequence_as_sdpa_does_alone(monkeypatc
             ours[:, part], alone.transpose(1, 2), atol=tolerance, rtol=tolerance
         )
         start += n
+    if each:
+        assert not ours[:, start:].any()
     assert ragged.positions.tolist() == [0, 1, 2, 3, 4, 0, 0, 1, 2, 3, 4, 5, 0, 1, 2, 0, 0]
+    assert ragged.sizes == tuple(lengths)
 
 
 def test_a_ragged_row_outside_inference_or_with_a_sliding_window_is_refused():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from cpt_embed import Encoder
-from cpt_embed.model.runtime import batching
-from cpt_embed.model.runtime.batching import length_batches, padding_share
+from cpt_embed.model.runtime import attention, batching
+from cpt_embed.model.runtime.batching import length_batches, padding_share, takes_ragged
 from cpt_embed.model.tokenize import DelimitedTokenizer
 
 
@@ -31,9 +31,18 @@ def test_padding_share():
     assert padding_share([[1, 2, 3, 4], [5]]) == pytest.approx(3 / 8)
 
 
-@pytest.mark.parametrize("policy, ragged_calls", [(0.0, 1), (2.0, 0)])
+def test_long_sequences_run_ragged_without_padding(monkeypatch):
+    monkeypatch.setattr(batching, "EACH_FROM_TOKENS", 3)
+    assert takes_ragged([[1, 2, 3], [4, 5, 6]])  # no padding, but long enough to attend alone
+    assert not takes_ragged([[1, 2], [4, 5]])
+    assert takes_ragged([[1, 2, 3, 4, 5, 6], [4]])  # half padding
+
+
+@pytest.mark.parametrize(
+    "policy, each_from, ragged_calls", [(0.0, 1 << 30, 1), (2.0, 1 << 30, 0), (2.0, 1, 1)]
+)
 def test_a_batch_runs_ragged_where_its_padding_reaches_the_policy(
-    tiny_bert_no_dropout, monkeypatch, policy, ragged_calls
+    tiny_bert_no_dropout, monkeypatch, policy, each_from, ragged_calls
 ):
     texts = ["one", "a much longer text than the first one, with many more words in it"]
     encoder = Encoder.load(tiny_bert_no_dropout)
@@ -44,6 +53,8 @@ def test_a_batch_runs_ragged_where_its_padding_reaches_the_policy(
         DelimitedTokenizer, "ragged", lambda self, *a: calls.append(a) or real(self, *a)
     )
     monkeypatch.setattr(batching, "RAGGED_FROM_PADDING", policy)
+    monkeypatch.setattr(batching, "EACH_FROM_TOKENS", each_from)
+    monkeypatch.setattr(attention, "EACH_FROM_TOKENS", each_from)
     vectors = encoder.encode(texts, dtype="bf16")
     assert len(calls) == ragged_calls
     np.testing.assert_allclose(vectors, expected, atol=2e-2)

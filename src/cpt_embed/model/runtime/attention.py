@@ -30,6 +30,10 @@ RAGGED = "cpt_ragged"
 # Attention scores per group of sequences (heads x queries x keys): about 2 MiB in
 # bfloat16, which stays in a core's L2 cache.
 _SCORES_PER_GROUP = 1 << 20
+# Ragged rows of sequences this long on average attend one sequence at a time, each on its
+# own tokens: no re-padding, no mask, no copies back; shorter ones re-pad (one call per
+# group of sequences, not per sequence).
+EACH_FROM_TOKENS = 128
 
 
 def sdpa():
@@ -55,6 +59,7 @@ class Ragged:
     lengths: torch.Tensor
     sequence: torch.Tensor
     full: bool  # all sequences as long as the longest: nothing to mask
+    sizes: tuple[int, ...]  # `lengths` as Python ints
 
     @classmethod
     def of(cls, lengths: Sequence[int], total: int = 0) -> Ragged:
@@ -72,7 +77,8 @@ class Ragged:
         flat = torch.cat([real, tail])
         positions = torch.cat([columns.repeat(len(lengths))[real], tail])
         sequence = torch.repeat_interleave(torch.arange(len(lengths)), sizes)
-        return cls(index, valid, flat, positions, sizes, sequence, bool(valid.all()))
+        full = bool(valid.all())
+        return cls(index, valid, flat, positions, sizes, sequence, full, tuple(lengths))
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.index, self.valid, self.flat, self.positions, self.lengths, self.sequence)
@@ -80,11 +86,11 @@ class Ragged:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Ragged:
         """The same layout with its tensors on `device`."""
         moved = (t.to(device, non_blocking=non_blocking) for t in self._tensors())
-        return Ragged(*moved, self.full)
+        return Ragged(*moved, self.full, self.sizes)
 
     def pin_memory(self) -> Ragged:
         """The same layout in page-locked memory, for non-blocking copies to a GPU."""
-        return Ragged(*(t.pin_memory() for t in self._tensors()), self.full)
+        return Ragged(*(t.pin_memory() for t in self._tensors()), self.full, self.sizes)
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(1, heads, tokens, dim) of the row as (batch, heads, width, dim), zeros past each
@@ -180,12 +186,44 @@ def _ragged(
     ragged: Ragged,
     scaling: float,
 ) -> tuple[torch.Tensor, None]:
-    """Attention of the sequences in one ragged row, on their re-padded (batch, heads,
-    width, head_dim) layout; returned as a ragged row again, (1, tokens, heads, head_dim)."""
-
+    """Attention of the sequences in one ragged row, one at a time or on their re-padded
+    (batch, heads, width, head_dim) layout; returned as a ragged row again, (1, tokens,
+    heads, head_dim)."""
+    if sum(ragged.sizes) >= EACH_FROM_TOKENS * len(ragged.sizes):
+        return _each(query, key, value, ragged.sizes, scaling), None
     q, k, v = ragged.pad(query), ragged.pad(key), ragged.pad(value)
     mask = None if ragged.full else ragged.valid[:, None, None, :]
     return ragged.unpad(attend(q, k, v, mask, scaling)), None
+
+
+def _each(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    sizes: tuple[int, ...],
+    scaling: float,
+) -> torch.Tensor:
+    """Attention of each sequence of a ragged row (1, heads, tokens, head_dim) on its own
+    tokens, as (1, tokens, heads, head_dim); tokens past the last sequence get zeros. A
+    sequence whose scores would not stay in cache goes to torch's SDPA."""
+    heads = query.shape[1]
+    out = query.new_empty(1, query.shape[2], heads, query.shape[3])
+    out[0, sum(sizes) :].zero_()
+    # the queries scaled, not the scores: sequence length / head_dim times fewer values
+    query = query[0] * scaling
+    key, value = key[0], value[0]
+    start = 0
+    for size in sizes:
+        span = slice(start, start + size)
+        if heads * size * size > _SCORES_PER_GROUP:
+            q, k, v = query[None, :, span], key[None, :, span], value[None, :, span]
+            attended = F.scaled_dot_product_attention(q, k, v, scale=1.0)[0]
+        else:
+            weights = torch.softmax(torch.matmul(query[:, span], key[:, span].mT), dim=-1)
+            attended = torch.matmul(weights, value[:, span])
+        out[0, span] = attended.transpose(0, 1)
+        start += size
+    return out
 
 
 def attend(

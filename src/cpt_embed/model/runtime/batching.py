@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cpt_embed.model.runtime.attention import EACH_FROM_TOKENS
 from cpt_embed.model.runtime.compiler import InferenceCompiler
 from cpt_embed.model.runtime.copy import InferenceCopy
 from cpt_embed.model.runtime.devices import to_device
@@ -58,6 +59,16 @@ def padding_share(sequences: list[list[int]]) -> float:
     """Share of a padded batch's tokens that would be padding."""
     padded = len(sequences) * max(len(s) for s in sequences)
     return 1 - sum(len(s) for s in sequences) / padded
+
+
+def takes_ragged(sequences: list[list[int]]) -> bool:
+    """True where a batch runs faster as a ragged row than padded: padding would be
+    RAGGED_FROM_PADDING of its tokens or more, or its sequences are long enough to attend
+    one at a time (attention.EACH_FROM_TOKENS)."""
+    total = sum(len(s) for s in sequences)
+    return padding_share(sequences) >= RAGGED_FROM_PADDING or total >= EACH_FROM_TOKENS * len(
+        sequences
+    )
 
 
 class InferenceRuntime:
@@ -119,7 +130,7 @@ class InferenceRuntime:
                     for rows in batches:
                         threads()
                         chosen = [sequences[i] for i in rows]
-                        if ragged and padding_share(chosen) >= RAGGED_FROM_PADDING:
+                        if ragged and takes_ragged(chosen):
                             batch = tokens.ragged(chosen, side)
                         else:
                             batch = to_device(tokens.pad(chosen, side), device)
