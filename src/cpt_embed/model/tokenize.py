@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 import torch
@@ -41,6 +42,11 @@ def _bucket(tokens: int) -> int:
     their tokens)."""
     step = 1 << max(0, tokens.bit_length() - 6)
     return -(-tokens // step) * step
+
+
+def _flat(sequences: Sequence[Sequence[int]], total: int) -> np.ndarray:
+    """The token ids of `sequences` end to end, as int64."""
+    return np.fromiter(chain.from_iterable(sequences), dtype=np.int64, count=total)
 
 
 class DelimitedTokenizer:
@@ -128,27 +134,21 @@ class DelimitedTokenizer:
 
     def pad(self, sequences: Sequence[Sequence[int]], side: Side) -> dict[str, torch.Tensor]:
         """Pad to a batch; `pool_index` marks each row's `eos` token, `first_index` its first."""
-        width = max(len(s) for s in sequences)
-        n = len(sequences)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((n, width), dtype=torch.long)
-        pool_index = torch.empty(n, dtype=torch.long)
-        first_index = torch.empty(n, dtype=torch.long)
-        back = self.pool_offset(side)
-        for row, seq in enumerate(sequences):
-            start = width - len(seq) if self.config.padding_side == "left" else 0
-            input_ids[row, start : start + len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-            attention_mask[row, start : start + len(seq)] = 1
-            pool_index[row] = start + len(seq) - back
-            first_index[row] = start
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        width = int(lengths.max())
+        starts = width - lengths if self.config.padding_side == "left" else 0 * lengths
+        columns = np.arange(width)
+        real = (columns >= starts[:, None]) & (columns < (starts + lengths)[:, None])
+        input_ids = np.full(real.shape, self.pad_id, dtype=np.int64)
+        input_ids[real] = _flat(sequences, int(lengths.sum()))  # row by row, in order
         batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pool_index": pool_index,
-            "first_index": first_index,
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(real.astype(np.int64)),
+            "pool_index": torch.from_numpy(starts + lengths - self.pool_offset(side)),
+            "first_index": torch.from_numpy(starts),
         }
         if self.with_token_types:
-            batch["token_type_ids"] = torch.zeros_like(input_ids)
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
         return batch
 
     def ragged(self, sequences: Sequence[Sequence[int]], side: Side) -> dict[str, object]:
@@ -159,7 +159,7 @@ class DelimitedTokenizer:
         lengths = [len(s) for s in sequences]
         ragged = Ragged.of(lengths, _bucket(sum(lengths)))
         input_ids = torch.full(ragged.positions.shape, self.pad_id, dtype=torch.long)
-        input_ids[: sum(lengths)] = torch.from_numpy(np.concatenate(sequences).astype(np.int64))
+        input_ids[: sum(lengths)] = torch.from_numpy(_flat(sequences, sum(lengths)))
         batch: dict[str, object] = {
             "input_ids": input_ids[None],
             "position_ids": ragged.positions[None],
