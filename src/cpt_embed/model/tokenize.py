@@ -136,7 +136,7 @@ class DelimitedTokenizer:
         """Pad to a batch; `pool_index` marks each row's `eos` token, `first_index` its first."""
         lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
         width = int(lengths.max())
-        starts = width - lengths if self.config.padding_side == "left" else 0 * lengths
+        starts = width - lengths if self.config.padding_side == "left" else np.zeros_like(lengths)
         columns = np.arange(width)
         real = (columns >= starts[:, None]) & (columns < (starts + lengths)[:, None])
         input_ids = np.full(real.shape, self.pad_id, dtype=np.int64)

@@ -32,7 +32,7 @@ def test_padding_share():
 
 
 def test_long_sequences_run_ragged_without_padding(monkeypatch):
-    monkeypatch.setattr(batching, "EACH_FROM_TOKENS", 3)
+    monkeypatch.setattr(attention, "EACH_FROM_TOKENS", 3)
     assert takes_ragged([[1, 2, 3], [4, 5, 6]])  # no padding, but long enough to attend alone
     assert not takes_ragged([[1, 2], [4, 5]])
     assert takes_ragged([[1, 2, 3, 4, 5, 6], [4]])  # half padding
@@ -53,7 +53,6 @@ def test_a_batch_runs_ragged_where_its_padding_reaches_the_policy(
         DelimitedTokenizer, "ragged", lambda self, *a: calls.append(a) or real(self, *a)
     )
     monkeypatch.setattr(batching, "RAGGED_FROM_PADDING", policy)
-    monkeypatch.setattr(batching, "EACH_FROM_TOKENS", each_from)
     monkeypatch.setattr(attention, "EACH_FROM_TOKENS", each_from)
     vectors = encoder.encode(texts, dtype="bf16")
     assert len(calls) == ragged_calls

@@ -65,7 +65,7 @@ class Ragged:
     def of(cls, lengths: Sequence[int], total: int = 0) -> Ragged:
         """The layout of sequences of these lengths, in this order, in a row of `total`
         tokens (at least their sum); the tokens past the last sequence belong to none
-        (position 0; their outputs copy the first token's: nothing reads them)."""
+        (position 0; their outputs are left undefined: nothing reads them)."""
         sizes = torch.tensor(lengths, dtype=torch.long)
         width = int(sizes.max())
         columns = torch.arange(width)
@@ -189,11 +189,18 @@ def _ragged(
     """Attention of the sequences in one ragged row, one at a time or on their re-padded
     (batch, heads, width, head_dim) layout; returned as a ragged row again, (1, tokens,
     heads, head_dim)."""
-    if sum(ragged.sizes) >= EACH_FROM_TOKENS * len(ragged.sizes):
+    if attends_each(ragged.sizes):
         return _each(query, key, value, ragged.sizes, scaling), None
     q, k, v = ragged.pad(query), ragged.pad(key), ragged.pad(value)
     mask = None if ragged.full else ragged.valid[:, None, None, :]
     return ragged.unpad(attend(q, k, v, mask, scaling)), None
+
+
+def attends_each(lengths: Sequence[int]) -> bool:
+    """True where sequences of these lengths in a ragged row attend one at a time: long
+    enough on average (EACH_FROM_TOKENS) for per-sequence calls to cost less than
+    re-padding."""
+    return sum(lengths) >= EACH_FROM_TOKENS * len(lengths)
 
 
 def _each(

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cpt_embed.model.runtime.attention import EACH_FROM_TOKENS
+from cpt_embed.model.runtime.attention import attends_each
 from cpt_embed.model.runtime.compiler import InferenceCompiler
 from cpt_embed.model.runtime.copy import InferenceCopy
 from cpt_embed.model.runtime.devices import to_device
@@ -26,9 +26,10 @@ if TYPE_CHECKING:
 # Padded tokens per forward pass on CPU: bigger batches spill the attention blocks out of
 # cache and run slower (docs/benchmarks.md).
 CPU_BATCH_TOKENS = 4096
-# A batch runs as a ragged row (no padding in the linear layers) where padding would be at
-# least this share of its tokens: below it, re-padding for attention costs what it saves
-# (sorted batches of long texts: 0.95-1.0x ragged; 64 unsorted sentences: 1.25-1.4x).
+# A batch of short texts runs as a ragged row (no padding in the linear layers) where
+# padding would be at least this share of its tokens: below it, re-padding for attention
+# costs what it saves (64 unsorted sentences: 1.25-1.4x ragged). Long ones always do
+# (`takes_ragged`).
 RAGGED_FROM_PADDING = 0.1
 
 # The model's vectors (batch, dim) of a batch, computed on the given backbone module.
@@ -62,13 +63,11 @@ def padding_share(sequences: list[list[int]]) -> float:
 
 
 def takes_ragged(sequences: list[list[int]]) -> bool:
-    """True where a batch runs faster as a ragged row than padded: padding would be
-    RAGGED_FROM_PADDING of its tokens or more, or its sequences are long enough to attend
-    one at a time (attention.EACH_FROM_TOKENS)."""
-    total = sum(len(s) for s in sequences)
-    return padding_share(sequences) >= RAGGED_FROM_PADDING or total >= EACH_FROM_TOKENS * len(
-        sequences
-    )
+    """True where a batch runs faster as a ragged row than padded: its sequences are long
+    enough to attend one at a time (attention.attends_each), or padding would be
+    RAGGED_FROM_PADDING of its tokens or more."""
+    lengths = [len(s) for s in sequences]
+    return attends_each(lengths) or padding_share(sequences) >= RAGGED_FROM_PADDING
 
 
 class InferenceRuntime:
@@ -98,8 +97,8 @@ class InferenceRuntime:
     ) -> np.ndarray:
         """float32 vectors (n, dim) of `sequences` (row i of sequences[i]) from `embed`, run
         on `backbone` (`model`'s) in float32, else on its cast copy; compiled where asked
-        and the copy is not packed; as ragged rows where the copy takes them and padding
-        would be RAGGED_FROM_PADDING of a batch or more; on CPU each batch on the cores other
+        and the copy is not packed; as ragged rows where the copy takes them and
+        `takes_ragged` says they run faster; on CPU each batch on the cores other
         processes leave free (threads.py). `model` is in eval mode meanwhile
         and returned to its mode after; `max_batch_tokens` defaults to CPU_BATCH_TOKENS on
         CPU (no limit elsewhere). `prepared`: `backbone` is already the CPU copy to run, one
