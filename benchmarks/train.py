@@ -41,6 +41,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from train_peer import run_st, sync
+from train_report import gpu_markdown, label, markdown, memory_markdown, plot, ratios
+
 LR = 2e-5
 SCALE = 20.0
 HERE = pathlib.Path(__file__).resolve().parent
@@ -60,9 +63,6 @@ class Setup:
     device: str = "cpu"
     max_length: int = 64
     grad_cache: bool | None = None  # ours: None decides by memory (the default)
-
-
-NAMES = {"ours": "cpt-embed", "mnrl": "ST MNRL", "cached-mnrl": "ST CachedMNRL"}
 
 
 def cpu_setups(batch: int, chunk: int, quick: bool) -> list[Setup]:
@@ -133,7 +133,7 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if setup.library == "cpt-embed":
         result = _run_ours(setup, batches, spec)
     else:
-        result = _run_st(setup, [[pairs[i] for i in b] for b in batches], spec)
+        result = run_st(setup, [[pairs[i] for i in b] for b in batches], spec, LR, SCALE)
     result |= {
         "threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -141,13 +141,6 @@ def _child(spec: dict[str, Any]) -> dict[str, Any]:
     if setup.device.startswith("cuda"):
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _trainer(setup: Setup, spec: dict):
@@ -192,7 +185,7 @@ def _run_ours(setup: Setup, batches: list[list[int]], spec: dict) -> dict[str, A
         )
         prepared_at = time.perf_counter()
         trainer.run_step(prepared)
-        _sync(setup.device)
+        sync(setup.device)
         steps.append(time.perf_counter() - started)
         prepare_s.append(prepared_at - started)
         cached.append(trainer.caches(prepared))
@@ -213,102 +206,6 @@ def _run_ours(setup: Setup, batches: list[list[int]], spec: dict) -> dict[str, A
         "chunks": [len(side.chunks) for side in prepared.sides],
         "cached": sum(cached[1:]) / max(1, len(cached) - 1),
     }
-
-
-def _run_st(setup: Setup, batches: list[list[dict]], spec: dict) -> dict[str, Any]:
-    """sentence-transformers' trainer on the same batches, timed between its callbacks."""
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-            self.wall: list[float] = []
-
-        def on_train_begin(self, args, state, control, **kwargs) -> None:
-            self.ends.append(time.perf_counter())
-            self.wall.append(time.time())
-
-        def on_step_end(self, args, state, control, **kwargs) -> None:
-            _sync(setup.device)
-            self.ends.append(time.perf_counter())
-            self.wall.append(time.time())
-
-    model, loss = _st_model_and_loss(setup)
-    rows = [r for b in batches for r in b]
-    dataset = Dataset.from_dict(
-        {"anchor": [r["x"] for r in rows], "positive": [r["y"] for r in rows]}
-    )
-    args = SentenceTransformerTrainingArguments(
-        output_dir=spec["output"],
-        max_steps=len(batches),
-        per_device_train_batch_size=setup.batch,
-        learning_rate=LR,
-        bf16=setup.dtype == "bfloat16",
-        use_cpu=setup.device == "cpu",
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        seed=0,
-        dataloader_drop_last=True,
-    )
-    timer = StepTimer()
-    SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer]
-    ).train()
-    steps = [b - a for a, b in zip(timer.ends, timer.ends[1:], strict=False)]
-    return {
-        "step_s": steps[1:],
-        "window": [timer.wall[1], timer.wall[-1]],
-        "flops": [_st_flops(model, setup, batch) for batch in batches[1:]],
-    }
-
-
-def _st_flops(model, setup: Setup, batch: list[dict]) -> float:
-    """Model FLOPs of one of sentence-transformers' steps, by our formula over the tokens
-    its tokenizer gives the batch."""
-    from cpt_embed.train.flops import forward_flops, matmul_params
-
-    backbone = model[0].auto_model
-    lengths = [
-        [
-            min(len(ids), setup.max_length)
-            for ids in model.tokenizer([r[k] for r in batch])["input_ids"]
-        ]
-        for k in ("x", "y")
-    ]
-    passes = 4 if setup.loss == "cached-mnrl" else 3
-    params, config = matmul_params(backbone), backbone.config
-    return passes * forward_flops(params, config.num_hidden_layers, config.hidden_size, lengths)
-
-
-def _st_model_and_loss(setup: Setup):
-    """The same start point as a SentenceTransformer (mean pooling for BERT-likes, last-token
-    for causal LMs, as our Encoder pools them) and the configured loss."""
-    from sentence_transformers import SentenceTransformer, losses, models
-
-    from cpt_embed.model.loading import is_causal_lm
-    from cpt_embed.model.resolve import resolve_model
-
-    folder = str(resolve_model(setup.model))
-    transformer = models.Transformer(folder, max_seq_length=setup.max_length)
-    causal = is_causal_lm(transformer.auto_model.config)
-    if transformer.tokenizer.pad_token is None:
-        transformer.tokenizer.pad_token = transformer.tokenizer.eos_token
-    pooling = models.Pooling(
-        transformer.get_word_embedding_dimension(), "lasttoken" if causal else "mean"
-    )
-    modules = [transformer, pooling, models.Normalize()]
-    model = SentenceTransformer(modules=modules, device=setup.device)
-    if setup.loss == "cached-mnrl":
-        return model, losses.CachedMultipleNegativesRankingLoss(
-            model, scale=SCALE, mini_batch_size=setup.chunk
-        )
-    return model, losses.MultipleNegativesRankingLoss(model, scale=SCALE)
 
 
 def measure(setup: Setup, pairs_file: pathlib.Path, steps: int) -> dict:
@@ -405,7 +302,7 @@ def benchmark(setups: list[Setup], pairs_file: pathlib.Path, steps: int) -> list
         result = measure(setup, pairs_file, steps)
         rows.append(_row(setup, result, time.perf_counter() - started))
         print(
-            f"{_label(rows[-1])}: {rows[-1]['pairs_per_s']:.1f} pairs/s",
+            f"{label(rows[-1])}: {rows[-1]['pairs_per_s']:.1f} pairs/s",
             file=sys.stderr,
             flush=True,
         )
@@ -417,129 +314,6 @@ def benchmark(setups: list[Setup], pairs_file: pathlib.Path, steps: int) -> list
     return rows
 
 
-def _label(row: dict) -> str:
-    chunk = f", chunk {row['chunk']}" if row["chunk"] else ""
-    if row["loss"] == "ours" and row["chunk"]:
-        chunk += ", cached" if row.get("grad_cache") else ", cached if it must"
-    model = "" if row["model"] == "default" else f"{pathlib.Path(row['model']).name}, "
-    return f"{model}{NAMES[row['loss']]}, {row['dtype']}, batch {row['batch']}{chunk}"
-
-
-def _find(rows: list[dict], loss: str, dtype: str, cached: bool, model: str | None = None):
-    """The row of this loss and dtype, cached or not (ours: grad_cache forced; the peers:
-    CachedMNRL)."""
-    for row in rows:
-        is_cached = bool(row.get("grad_cache")) or row["loss"] == "cached-mnrl"
-        if (row["loss"], row["dtype"], is_cached) == (loss, dtype, cached) and (
-            model is None or row["model"] == model
-        ):
-            return row
-    return None
-
-
-def ratios(rows: list[dict]) -> dict[str, float]:
-    """Speed-ups over sentence-transformers (pairs/s) and the cost of gradient caching (time
-    per pair, cached over one chunk, ours at the same batch)."""
-    out = {}
-    pairs = {
-        "ours_fp32_vs_mnrl_fp32": (("ours", "float32", False), ("mnrl", "float32", False)),
-        "ours_bf16_vs_mnrl_bf16": (("ours", "bfloat16", False), ("mnrl", "bfloat16", False)),
-        "ours_cached_vs_cached_mnrl": (("ours", "float32", True), ("cached-mnrl", "float32", True)),
-        "caching_cost": (("ours", "float32", False), ("ours", "float32", True)),
-    }
-    for name, (a, b) in pairs.items():
-        first, second = _find(rows, *a), _find(rows, *b)
-        if first and second:
-            out[name] = first["pairs_per_s"] / second["pairs_per_s"]
-    return out
-
-
-def markdown(rows: list[dict], found: dict[str, float], n_pairs: int) -> str:
-    """The CPU table and what it says against the targets."""
-    lines = [
-        "| configuration | batch | chunk | s/step | pairs/s | model TFLOP/s | MFU | batch "
-        "preparation / step | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        prepare = f"{r['prepare_share']:.1%}" if "prepare_share" in r else "(in its step)"
-        mfu = f"{r['mfu']:.1%}" if "mfu" in r else ""
-        tflops = f"{r['tflops']:.3f}" if "tflops" in r else ""
-        lines.append(
-            f"| {NAMES[r['loss']]}{', cached' if r.get('cached_share') else ''}, {r['dtype']} "
-            f"| {r['batch']} | {r['chunk'] or '-'} "
-            f"| {r['step_s']:.2f} | {r['pairs_per_s']:.1f} | {tflops} | {mfu} | {prepare} "
-            f"| {r['peak_rss_mb']:,.0f} |"
-        )
-    first = rows[0]
-    lines += [
-        "",
-        f"all-MiniLM-L6-v2 on CPU ({first['threads']} torch threads), {n_pairs} distinct "
-        "(docstring, code) pairs mined from the Python standard library at run time, max "
-        f"length {first['max_length']}, lr {LR}, scale {SCALE:g}, median of "
-        f"{first['timed_steps']} timed steps after one warm-up, each configuration in its "
-        "own process. MFU against a measured matrix product in each row's dtype, the same "
-        "model FLOPs for both libraries. Ours by default keeps a batch's chunks in one graph "
-        "while their activations fit a quarter of the free memory, and caches gradients past "
-        "it (`cached`: the steps ran with gradient caching, forced for the row next to "
-        "CachedMNRL). Our loss is symmetric (x->y and y->x), MNRL "
-        "one-directional. Batch preparation: gathering the token ids from the cache and "
-        "cutting each side into chunks, on the step's critical path here (`cpt train` "
-        "prepares the next batches in a background thread).",
-    ]
-    said = []
-    if "ours_fp32_vs_mnrl_fp32" in found:
-        said.append(
-            f"cpt-embed trains {found['ours_fp32_vs_mnrl_fp32']:.2f}x the pairs/s of "
-            "sentence-transformers MNRL in float32 (target >= 1.7x)"
-        )
-    if "ours_bf16_vs_mnrl_bf16" in found:
-        said.append(f"{found['ours_bf16_vs_mnrl_bf16']:.2f}x in bfloat16")
-    if "ours_cached_vs_cached_mnrl" in found:
-        said.append(
-            f"with gradient caching {found['ours_cached_vs_cached_mnrl']:.2f}x CachedMNRL's "
-            "(target >= 1.5x)"
-        )
-    if "caching_cost" in found:
-        said.append(
-            f"gradient caching costs {found['caching_cost']:.2f}x the time per pair of "
-            "the same batch and chunks in one graph (target <= 1.25x)"
-        )
-    if said:
-        lines += ["", "; ".join(said) + "."]
-    return "\n".join(lines)
-
-
-def gpu_markdown(rows: list[dict], n_pairs: int) -> str:
-    """One table for every model: ours against CachedMNRL on the same GPU and settings."""
-    lines = [
-        "| model | configuration | batch | s/step | pairs/s | MFU | peak GPU GiB "
-        "| GPU utilisation | vs CachedMNRL |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        peer = _find(rows, "cached-mnrl", r["dtype"], True, r["model"])
-        ratio = f"{r['pairs_per_s'] / peer['pairs_per_s']:.2f}x" if peer and r is not peer else ""
-        util = f"{r['gpu_util']:.0f}%" if r.get("gpu_util") is not None else "-"
-        memory = f"{r['peak_gpu_mb'] / 1024:.1f}" if r.get("peak_gpu_mb") else "-"
-        lines.append(
-            f"| {pathlib.Path(r['model']).name} | {NAMES[r['loss']]}, {r['dtype']}"
-            f"{', chunk ' + str(r['chunk']) if r['chunk'] and r['loss'] != 'ours' else ''} "
-            f"| {r['batch']} | {r['step_s']:.2f} | {r['pairs_per_s']:,.0f} "
-            f"| {r.get('mfu', 0):.1%} | {memory} | {util} | {ratio} |"
-        )
-    ours = next((r for r in rows if "plan" in r), rows[0])
-    lines += [
-        "",
-        f"{n_pairs} distinct pairs, max length {ours['max_length']} both sides, gradient "
-        "caching for both (ours: chunks sized from the GPU's free memory, packed rows; "
-        "CachedMNRL: mini-batches of the chunk given), bfloat16 autocast, median of "
-        f"{ours['timed_steps']} timed steps after one warm-up, each in its own process. MFU "
-        f"against the {ours.get('peak_source', '?')} peak. Our chunk plan: {ours.get('plan', '')}.",
-    ]
-    return "\n".join(lines)
-
-
 def memory_rows(batches: list[int], lengths: list[int], chunk: int, pairs_file, steps: int):
     """Our peak RSS at each batch and max length, chunks of `chunk` texts, gradient caching
     forced (by default a batch that fits a quarter of the free memory runs in one graph)."""
@@ -549,26 +323,6 @@ def memory_rows(batches: list[int], lengths: list[int], chunk: int, pairs_file, 
         for batch in batches
     ]
     return benchmark(setups, pairs_file, steps)
-
-
-def memory_markdown(rows: list[dict]) -> str:
-    lines = [
-        "| max length | batch | chunk | peak RSS MiB | MiB per pair over the smallest batch "
-        "| announced per chunk |",
-        "|---:|---:|---:|---:|---:|---|",
-    ]
-    for length in sorted({r["max_length"] for r in rows}):
-        group = sorted((r for r in rows if r["max_length"] == length), key=lambda r: r["batch"])
-        base = group[0]
-        for r in group:
-            extra = r["batch"] - base["batch"]
-            per_pair = (r["peak_rss_mb"] - base["peak_rss_mb"]) / extra if extra else 0.0
-            announced = r.get("plan", "").split("about ")[-1].split(" of")[0]
-            lines.append(
-                f"| {length} | {r['batch']} | {r['chunk']} | {r['peak_rss_mb']:,.0f} "
-                f"| {per_pair:.3f} | {announced} |"
-            )
-    return "\n".join(lines)
 
 
 def command(argv: list[str]) -> str:
@@ -599,29 +353,10 @@ def run(quick: bool = False, **options: Any) -> dict:
         "name": "train",
         "title": "Training speed: cpt-embed vs sentence-transformers",
         "command": command(options.get("argv", ["--quick"] if quick else [])),
-        "markdown": markdown(rows, found, n_pairs),
+        "markdown": markdown(rows, found, n_pairs, LR, SCALE),
         "rows": rows,
         "ratios": found,
     }
-
-
-def plot(result: dict, path: pathlib.Path) -> None:
-    """Bars of pairs/s per configuration, cpt-embed and sentence-transformers in two colours."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["rows"]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.4))
-    colours = ["tab:blue" if r["library"] == "cpt-embed" else "tab:grey" for r in rows]
-    ax.barh([_label(r) for r in rows], [r["pairs_per_s"] for r in rows], color=colours)
-    ax.invert_yaxis()
-    ax.set_xlabel("training pairs/s (higher is better)")
-    ax.set_title(f"Training, max length {rows[0]['max_length']}, device {rows[0]['device']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
