@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {}
     for label, model in zip(labels, args.models, strict=True):
         encoder = Encoder.load(model, max_length=args.max_length)
-        report = evaluate(encoder, tasks, source.parent, cache_dir=None, show_progress=False)
+        report = evaluate(encoder, tasks, source.parent, cache_dir=None)
         scores = {r.task: r.scores["ndcg@10"] for r in report.results}
         given, removed = scores[tasks[0].name], scores[tasks[1].name]
         rows[label] = {"as given": given, "docstrings removed": removed}
