@@ -33,10 +33,11 @@ def without_docstring(code: str) -> str:
     """`code` with the docstring of the Python function it consists of removed; as given
     where it is not one whole documented function (code before or after it, a decorator)
     or does not parse."""
-    lines = code.strip("\n").split("\n")
-    functions, _ = extract_functions(code.strip("\n").encode("utf-8"), "python")
+    body = code.strip("\n")
+    functions, _ = extract_functions(body.encode("utf-8"), "python")
+    lines = body.count("\n") + 1
     for function in functions:  # the outermost first: tree-sitter's pre-order
-        if (function.start_line, function.end_line) == (1, len(lines)):
+        if (function.start_line, function.end_line) == (1, lines):
             return function.code
     return code
 

@@ -89,7 +89,7 @@ def test_each_model_scored_by_the_suite_on_the_set_and_on_it_without_docstrings(
     assert [row["as given"], row["docstrings removed"]] == pytest.approx(expected, abs=1e-9)
 
 
-def test_a_label_per_model_is_required(tmp_path, tiny_bert):
+def test_a_label_per_model_is_required(tmp_path):
     folder = _beir(tmp_path / "set", {"c1": METHOD, "c2": "x = 1"})
     with pytest.raises(SystemExit):
         cosqa_docstrings.main(["--models", "a", "b", "--labels", "one", "--data", str(folder)])

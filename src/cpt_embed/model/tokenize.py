@@ -157,14 +157,15 @@ class DelimitedTokenizer:
         `first_index` describe the re-padded (batch, width) layout the hidden states are
         pooled from, as `pad` does with right padding."""
         lengths = [len(s) for s in sequences]
-        ragged = Ragged.of(lengths, _bucket(sum(lengths)))
+        total = sum(lengths)
+        ragged = Ragged.of(lengths, _bucket(total))
         input_ids = torch.full(ragged.positions.shape, self.pad_id, dtype=torch.long)
-        input_ids[: sum(lengths)] = torch.from_numpy(_flat(sequences, sum(lengths)))
+        input_ids[:total] = torch.from_numpy(_flat(sequences, total))
         batch: dict[str, object] = {
             "input_ids": input_ids[None],
             "position_ids": ragged.positions[None],
             "attention_mask": ragged.valid.long(),
-            "pool_index": torch.tensor(lengths, dtype=torch.long) - self.pool_offset(side),
+            "pool_index": ragged.lengths - self.pool_offset(side),
             "first_index": torch.zeros(len(sequences), dtype=torch.long),
             "ragged": ragged,
         }
